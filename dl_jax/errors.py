@@ -1,0 +1,22 @@
+"""Errors the user can act on: each message names the bad value and what is accepted."""
+
+
+class DlJaxError(Exception):
+  """Base class: entry points print the message alone and exit with status 2."""
+
+
+class ConfigError(DlJaxError):
+  """A flag or config value is invalid."""
+
+
+class DataError(DlJaxError):
+  """A dataset could not be fetched, or a cached file does not match its checksum."""
+
+
+class CheckpointError(DlJaxError):
+  """A workdir or checkpoint cannot be used for this run."""
+
+
+def require(condition: bool, message: str, error=ConfigError) -> None:
+  if not condition:
+    raise error(message)
