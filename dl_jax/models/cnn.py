@@ -1,0 +1,40 @@
+"""The MNIST convolutional network of section 5.3.1 (figure 5.23)."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dl_jax.models import registry
+
+
+class MnistCNN(nn.Module):
+  """conv 6@5x5 valid, conv 12@5x5 valid, max-pool 2x2, conv 12@5x5 valid, max-pool 2x2,
+  flatten (3*3*12 = 108), dense 256, dense 10; ReLU after every hidden layer.
+
+  Shapes: 28x28x1 -> 24x24x6 -> 20x20x12 -> 10x10x12 -> 6x6x12 -> 3x3x12 -> 108 -> 256 -> 10.
+  Returns logits; the softmax of eq. 5.22 is folded into the loss of eq. 5.23-5.24.
+  """
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    x = nn.relu(nn.Conv(6, (5, 5), padding="VALID")(x))
+    x = nn.relu(nn.Conv(12, (5, 5), padding="VALID")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Conv(12, (5, 5), padding="VALID")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(256)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+registry.register(registry.ModelSpec(
+    name="mnist_cnn",
+    factory=MnistCNN,
+    defaults={"num_classes": 10},
+    input_shape=(28, 28, 1),
+    num_outputs=10,
+    param_count=(5 * 5 * 1 * 6 + 6) + (5 * 5 * 6 * 12 + 12) + (5 * 5 * 12 * 12 + 12)
+    + (108 * 256 + 256) + (256 * 10 + 10),
+    description="CNN of section 5.3.1 (figure 5.23)",
+))

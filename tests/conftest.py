@@ -1,0 +1,27 @@
+"""Shared helpers: run an experiment as a user would, in a subprocess."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def experiment_cmd(name: str, workdir, *flags: str) -> list[str]:
+  return [sys.executable, "-m", "experiments.main", f"--config=experiments/configs/{name}.py",
+          f"--workdir={workdir}", *flags]
+
+
+def run(cmd: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.fixture
+def run_experiment():
+  def _run(name, workdir, *flags, env=None):
+    return run(experiment_cmd(name, workdir, *flags), env=env)
+  return _run
