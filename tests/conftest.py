@@ -25,3 +25,13 @@ def run_experiment():
   def _run(name, workdir, *flags, env=None):
     return run(experiment_cmd(name, workdir, *flags), env=env)
   return _run
+
+
+def pytest_addoption(parser):
+  parser.addoption("--full-training", action="store_true",
+                   help="run the real-data trainings at full length and check the README targets")
+
+
+@pytest.fixture
+def full_training(request) -> bool:
+  return request.config.getoption("--full-training")

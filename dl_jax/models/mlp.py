@@ -17,20 +17,22 @@ class MLP(nn.Module):
   """
   hidden: Sequence[int] = (256, 256)
   num_classes: int = 10
+  dropout_rate: float = 0.0  # dropout on hidden activations (section 2.5.4), training only
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    del train  # no train-time behaviour (no dropout or batch norm)
     x = x.reshape((x.shape[0], -1))  # 28x28 -> 784, section 2.5.1
     for width in self.hidden:
       x = nn.relu(nn.Dense(width)(x))
+      if self.dropout_rate:
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes)(x)
 
 
 registry.register(registry.ModelSpec(
     name="mnist_mlp",
     factory=MLP,
-    defaults={"hidden": (256, 256), "num_classes": 10},
+    defaults={"hidden": (256, 256), "num_classes": 10, "dropout_rate": 0.0},
     input_shape=(28, 28, 1),
     num_outputs=10,
     param_count=784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10,

@@ -12,5 +12,6 @@ def get_config():
   config = base.base_config()
   config.experiment = "mnist_mlp"
   config.model = "mnist_mlp"
-  config.num_epochs = 10
+  config.model_kwargs.dropout_rate = 0.2
+  config.num_epochs = 20
   return config
