@@ -39,5 +39,5 @@ def test_cnn_shapes_follow_section_5_3_1():
 def test_unknown_model_and_hyperparameter():
   with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*mnist_cnn"):
     registry.get("resnet9000")
-  with pytest.raises(ConfigError, match="no hyper-parameter 'depth'.*accepted: dropout_rate, hidden, num_classes"):
+  with pytest.raises(ConfigError, match="no hyper-parameter 'depth'.*accepted: activation, batch_norm, dropout_rate, hidden"):
     registry.build("mnist_mlp", depth=3)

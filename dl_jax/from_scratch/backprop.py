@@ -1,9 +1,9 @@
 """Backpropagation through a multilayer perceptron with explicit Jacobians, section 2.4.
 
 A layer is a dict {"W": (m, n), "b": (m,)} computing F(x) = phi(W x + b): row i of W holds the
-weights w_{i,1..n} of neuron f_i, as in eq. 2.50 (a flax `Dense` kernel is W^T). Its parameters in
-the order of eq. 2.51 are theta = (theta_1, ..., theta_m) with theta_i = (w_{i,1}, ..., w_{i,n}, b_i),
-i.e. the rows of [W | b] one after the other (`pack`, `unpack`).
+weights w_{i,1..n} of neuron f_i, as in eq. 2.50 (a flax `Dense` kernel is W^T). Its parameters
+in the order of eq. 2.51 are theta = (theta_1, ..., theta_m) with
+theta_i = (w_{i,1}, ..., w_{i,n}, b_i), i.e. the rows of [W | b] one after the other (`pack`).
 
 `backward` follows eq. 2.53-2.57 for one example: the row vector dL/do is multiplied by the
 parameter Jacobian of each layer (eq. 2.51, built as a matrix) to give dL/dtheta, and by the input
@@ -72,6 +72,7 @@ def pack(layer: Layer) -> jnp.ndarray:
 
 
 def unpack(theta: jnp.ndarray, m: int, n: int) -> Layer:
+  """The inverse of `pack` for a layer with n inputs and m neurons."""
   rows = theta.reshape(m, n + 1)
   return {"W": rows[:, :n], "b": rows[:, n]}
 
@@ -83,10 +84,10 @@ def param_jacobian(h, z, activation: str) -> jnp.ndarray:
   row of eq. 2.52, (df_i/dw_{i,1}, ..., df_i/dw_{i,n}, df_i/db_i) = phi'(z_i) (h_1, ..., h_n, 1),
   and every block off the diagonal is 0.
   """
-  d = DERIVATIVES[activation](z)
-  h1 = jnp.append(h, 1.0)
-  blocks = [d[i] * h1[None, :] for i in range(z.shape[0])]  # eq. 2.52
-  return jax.scipy.linalg.block_diag(*blocks)
+  m = z.shape[0]
+  rows = DERIVATIVES[activation](z)[:, None] * jnp.append(h, 1.0)  # row i: block i, eq. 2.52
+  blocks = jnp.eye(m, dtype=rows.dtype)[:, :, None] * rows[:, None, :]  # [i, j] = delta_ij row_i
+  return blocks.reshape(m, m * rows.shape[1])
 
 
 def input_jacobian(layer: Layer, z, activation: str) -> jnp.ndarray:
@@ -143,7 +144,8 @@ def loss_and_grads(params: Sequence[Layer], x, y, activations: Sequence[str],
 
 def _check(params: Sequence[Layer], activations: Sequence[str]) -> None:
   if len(activations) != len(params):
-    raise ConfigError(f"{len(activations)} activations for {len(params)} layers; give one per layer")
+    raise ConfigError(f"{len(activations)} activations for {len(params)} layers; "
+                      "give one per layer")
   for name in activations:
     if name not in DERIVATIVES:
       raise ConfigError(f"unknown activation {name!r}; accepted: {', '.join(DERIVATIVES)}")

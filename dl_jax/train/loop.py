@@ -4,6 +4,7 @@ Sections: config checks, data, state (init or resume), the loop (steps, progress
 checkpoints, preemption), final evaluation and outputs.
 """
 
+import functools
 import json
 import math
 import platform
@@ -43,6 +44,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_int(key)
   if not isinstance(config.max_steps, int) or config.max_steps < 0:
     raise ConfigError(f"max_steps={config.max_steps!r} must be 0 (no cap) or a positive integer")
+  for key in ("weight_l1", "weight_l2"):
+    if not isinstance(config[key], (int, float)) or not config[key] >= 0:
+      raise ConfigError(f"{key}={config[key]!r} must be a number >= 0")
   if config.dataset not in mnist.NAMES:
     raise ConfigError(f"unknown dataset {config.dataset!r}; accepted: {', '.join(mnist.NAMES)}")
   registry.get(config.model)
@@ -133,7 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                total_steps, steps_per_epoch, run_dir)
 
   # ------------------------------------------------------------------ training loop
-  train_fn = jax.jit(train_step, donate_argnums=0)
+  train_fn = jax.jit(functools.partial(train_step, weight_l1=config.weight_l1,
+                                       weight_l2=config.weight_l2), donate_argnums=0)
   eval_fn = jax.jit(eval_step)
   writer = metrics.MetricWriter(run_dir, start_step, enabled=is_chief)
   progress = metrics.Progress(start_step, total_steps, steps_per_epoch, config.batch_size)

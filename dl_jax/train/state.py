@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dl_jax.nn import regularizers
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -51,18 +53,29 @@ def _variables(state: TrainState, params) -> dict:
   return variables
 
 
-def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-  """One gradient step on the mean loss of `batch`; returns the new state and step metrics."""
+def train_step(state: TrainState, batch: dict, weight_l1: float = 0.0,
+               weight_l2: float = 0.0) -> tuple[TrainState, dict]:
+  """One gradient step on the mean loss of `batch`; returns the new state and step metrics.
+
+  The loss is the mean cross-entropy, plus weight_l1 * sum|w| + weight_l2 * sum w^2 over the
+  kernels, plus whatever the model sows into the "losses" collection (activity penalties,
+  section 2.5.4). Bind the coefficients with functools.partial before jitting.
+  """
   step_rng = jax.random.fold_in(state.rng, state.step)
-  mutable = ["batch_stats"] if state.batch_stats else False
+  mutable = ["batch_stats", regularizers.LOSSES]
 
   def loss_fn(params):
-    out = state.apply_fn(_variables(state, params), batch["image"], train=True,
-                         rngs={"dropout": step_rng}, mutable=mutable)
-    logits, updates = out if mutable else (out, {})
-    return cross_entropy(logits, batch["label"]).mean(), (logits, updates)
+    logits, updates = state.apply_fn(_variables(state, params), batch["image"], train=True,
+                                     rngs={"dropout": step_rng}, mutable=mutable)
+    data_loss = cross_entropy(logits, batch["label"]).mean()
+    penalty = regularizers.sown_penalty(updates)
+    if weight_l1:
+      penalty += weight_l1 * regularizers.l1_penalty(params)
+    if weight_l2:
+      penalty += weight_l2 * regularizers.l2_penalty(params)
+    return data_loss + penalty, (data_loss, logits, updates)
 
-  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (loss, logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(
       step=state.step + 1, params=optax.apply_updates(state.params, param_updates),

@@ -22,6 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
   config.warmup_steps = 0
+  config.weight_l1 = 0.0  # coefficient of sum |w| over kernels (section 2.5.4)
+  config.weight_l2 = 0.0  # coefficient of sum w^2 over kernels
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
