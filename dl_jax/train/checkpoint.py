@@ -32,6 +32,7 @@ def prepare_workdir(workdir: str, config: dict) -> pathlib.Path:
   except OSError as e:
     raise CheckpointError(f"workdir {str(path)!r} is not writable ({e.strerror}); "
                           "choose a writable --workdir") from None
+  config = json.loads(json.dumps(config, default=str))  # as saved: tuples become lists
   marker = path / RUN_MARKER
   entries = sorted(p.name for p in path.iterdir())
   if not marker.exists():

@@ -1,0 +1,279 @@
+"""A 2-D convolution layer that is fast on CPU as well (section 5.2 of the notes).
+
+`Conv` is a drop-in replacement for `flax.linen.Conv` on NHWC inputs: same attributes, same
+parameters (`kernel` of shape HWIO, `bias` of shape (features,)), same output. Its `impl`
+attribute picks how the convolution of eq. 5.7 and its gradients, eq. 5.13 (kernel) and
+eq. 5.14 (input), are computed:
+
+- 'xla': `lax.conv_general_dilated`, differentiated by JAX. On GPU/TPU this is the library
+  convolution (cuDNN etc.) and the fastest choice.
+- 'im2col': the kh*kw shifted (strided) views of the input are concatenated on the channel
+  axis ("patches") and multiplied by the kernel reshaped to (kh*kw*C_in, C_out) in one matmul;
+  JAX differentiates the slices (pads and adds) and the matmul.
+- 'custom_vjp': the forward pass is XLA's convolution (or, for one input channel, a sum of
+  kh*kw broadcast products), and the backward pass is written out by hand:
+  * eq. 5.13, dL/dk_j = sum_i dL/dy_i x_{i-j}: a correlation of the input with the output
+    gradient over the batch, computed as a sum of convolutions over chunks of at most 8
+    examples (each chunk a small, canonical convolution);
+  * eq. 5.14, dL/dx_l = sum_i dL/dy_i k_{i-l}: a convolution of the output gradient with
+    the kernel along the width only, giving kh partial rows at once, which are then shifted
+    and summed along the height.
+- 'auto': 'custom_vjp' when `jax.default_backend()` is 'cpu', else 'xla'.
+
+Why 'custom_vjp' on CPU (measured with jax/jaxlib 0.10.2, 2 cores, batch 128, the 5.3.1
+network; `python bench/train_step.py --layers` prints the per-layer table): XLA's forward
+convolutions are fast, its gradients are not. The kernel gradient is lowered to a convolution
+whose "input features" are the 128 examples; XLA:CPU hands convolutions with more than 16
+features to YNNPACK, 4-7x slower than Eigen on this shape (layer 2: 18 ms; chunks of 8
+examples: 2.5 ms; the XLA flag --xla_cpu_experimental_ynn_fusion_type= also avoids it, at
+4.3 ms). The input gradient is a convolution with few output channels (6), where Eigen takes
+~3x its forward time (layer 2: 9 ms; the row formulation: 3.7 ms). 'im2col' materializes
+kh*kw = 25 copies of the input and is memory-bound (layer 2 forward: 20 ms vs 3.2 ms).
+For one input channel the broadcast sum beats the convolution (layer 1: 0.5 ms vs 2.4 ms).
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ("auto", "xla", "im2col", "custom_vjp")
+
+_DN = ("NHWC", "HWIO", "NHWC")
+# Examples per convolution in the kernel gradient (its "input features"): XLA:CPU sends
+# convolutions with more than 16 input or output features to YNNPACK, slow for this shape;
+# 8 measured as fast as 16.
+_CHUNK = 8
+# Above this many chunks the kernel gradient loops with `lax.scan` instead of unrolling.
+_MAX_UNROLLED_CHUNKS = 32
+
+Array = jax.Array
+PaddingLike = str | int | Sequence[int | tuple[int, int]]
+
+
+def resolve_impl(impl: str) -> str:
+  """Validates `impl` and resolves 'auto' for the current default backend."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown conv impl {impl!r}; accepted: {', '.join(map(repr, IMPLS))}")
+  if impl == "auto":
+    return "custom_vjp" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+  if isinstance(value, int):
+    return (value, value)
+  value = tuple(value)
+  if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+  return value
+
+
+def _explicit_padding(padding: PaddingLike, in_hw: Sequence[int], kernel_hw: Sequence[int],
+                      strides: Sequence[int]) -> list[tuple[int, int]]:
+  """(low, high) zero padding per spatial axis, as `flax.linen.Conv` does it (section 5.2.2)."""
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"unknown padding {padding!r}; accepted: 'SAME', 'VALID', an int, "
+                       "or a pair (low, high) per spatial axis")
+    return list(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding.upper()))
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+  if len(pads) != 2 or not all(len(p) == 2 for p in pads):
+    raise ValueError(f"padding must give 2 spatial axes, got {padding!r}")
+  return pads
+
+
+def _strided_view(x: Array, i: int, j: int, out_hw: tuple[int, int],
+                  strides: tuple[int, int]) -> Array:
+  """x[:, i + s_h*h, j + s_w*w, :] for h < H_out, w < W_out: one shifted view of the input."""
+  (ho, wo), (sh, sw) = out_hw, strides
+  return lax.slice(x, (0, i, j, 0), (x.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1,
+                                     x.shape[3]), (1, sh, sw, 1))
+
+
+def _out_hw(in_hw: Sequence[int], kernel_hw: Sequence[int],
+            strides: Sequence[int]) -> tuple[int, int]:
+  """Output size (W_1 - F)/S + 1 of a valid convolution (section 5.2.7)."""
+  return tuple((n - k) // s + 1 for n, k, s in zip(in_hw, kernel_hw, strides))
+
+
+def _patches(x: Array, kernel_hw: tuple[int, int], strides: tuple[int, int]) -> Array:
+  """im2col: the kh*kw shifted views, concatenated on the channel axis, (i, j, c)-major."""
+  out_hw = _out_hw(x.shape[1:3], kernel_hw, strides)
+  return jnp.concatenate([_strided_view(x, i, j, out_hw, strides)
+                          for i in range(kernel_hw[0]) for j in range(kernel_hw[1])], axis=-1)
+
+
+def _conv_xla(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
+  return lax.conv_general_dilated(x, kernel, strides, "VALID", dimension_numbers=_DN)
+
+
+def _conv_im2col(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
+  kh, kw, _, cout = kernel.shape
+  return jnp.einsum("nhwp,po->nhwo", _patches(x, (kh, kw), strides),
+                    kernel.reshape(-1, cout))
+
+
+def _conv_forward(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
+  """Eq. 5.7 with channels (eq. 5.16); one input channel is a sum of kh*kw broadcast products."""
+  kh, kw, cin, _ = kernel.shape
+  if cin != 1:
+    return _conv_xla(x, kernel, strides)
+  out_hw = _out_hw(x.shape[1:3], (kh, kw), strides)
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      term = _strided_view(x, i, j, out_hw, strides) * kernel[i, j, 0]
+      y = term if y is None else y + term
+  return y
+
+
+def _kernel_grad(x: Array, g: Array, kernel_shape: tuple[int, ...],
+                 strides: tuple[int, int]) -> Array:
+  """Eq. 5.13: dL/dk[i,j,c,o] = sum_{n,h,w} x[n, s_h*h+i, s_w*w+j, c] g[n,h,w,o].
+
+  Per chunk of examples this is a valid convolution of the input (batch axis <- channels,
+  feature axis <- examples) with the output gradient as kernel (dilated by the strides);
+  the chunks' results are summed.
+  """
+  kh, kw, cin, cout = kernel_shape
+  n = x.shape[0]
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)  # sum low-precision chunks in f32
+  chunk = min(_CHUNK, n)
+  num_chunks = -(-n // chunk)
+  if num_chunks * chunk != n:  # zero examples add nothing to the sum
+    x = jnp.pad(x, ((0, num_chunks * chunk - n), (0, 0), (0, 0), (0, 0)))
+    g = jnp.pad(g, ((0, num_chunks * chunk - n), (0, 0), (0, 0), (0, 0)))
+  # [chunks, C_in, H, W, chunk] and [chunks, H_out, W_out, chunk, C_out].
+  xt = jnp.transpose(x.reshape(num_chunks, chunk, *x.shape[1:]), (0, 4, 2, 3, 1))
+  gt = jnp.transpose(g.reshape(num_chunks, chunk, *g.shape[1:]), (0, 2, 3, 1, 4))
+
+  def one_chunk(xc, gc):
+    return lax.conv_general_dilated(xc, gc, (1, 1), "VALID", rhs_dilation=strides,
+                                    dimension_numbers=_DN, preferred_element_type=acc_dtype)
+
+  if num_chunks <= _MAX_UNROLLED_CHUNKS:
+    dk = sum(one_chunk(xt[b], gt[b]) for b in range(num_chunks))
+  else:
+    first = one_chunk(xt[0], gt[0])
+    dk, _ = lax.scan(lambda acc, xg: (acc + one_chunk(*xg), None), first, (xt[1:], gt[1:]))
+  # The strided correlation may cover rows/columns past the kernel: keep [C_in, kh, kw, C_out].
+  return jnp.transpose(dk[:, :kh, :kw, :], (1, 2, 0, 3)).astype(x.dtype)
+
+
+def _input_grad(g: Array, kernel: Array, x_shape: tuple[int, ...],
+                strides: tuple[int, int]) -> Array:
+  """Eq. 5.14: dL/dx[n,y,x,c] = sum_{i,j,o} g[n, y-i, x-j, o] k[i,j,c,o] (stride 1).
+
+  Rows: r[n,h,x,(i,c)] = sum_{j,o} g[n,h,x-j,o] k[i,j,c,o] is a convolution along the width
+  with kh*C_in output channels; then dL/dx[n,y,x,c] = sum_i r[n, y-i, x, (i,c)].
+  """
+  if strides != (1, 1):
+    # Strided: the transposed convolution as XLA derives it.
+    zeros = jnp.zeros(x_shape, g.dtype)
+    return jax.vjp(lambda x: _conv_xla(x, kernel, strides), zeros)[1](g)[0]
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x_shape
+  ho = g.shape[1]
+  # kernel_w[0, j', o, (i, c)] = k[i, kw-1-j', c, o]: a correlation along the width.
+  kernel_w = jnp.transpose(kernel[:, ::-1], (1, 3, 0, 2)).reshape(1, kw, cout, kh * cin)
+  rows = lax.conv_general_dilated(g, kernel_w, (1, 1), ((0, 0), (kw - 1, kw - 1)),
+                                  dimension_numbers=_DN).reshape(n, ho, w, kh, cin)
+  dx = None
+  for i in range(kh):
+    term = jnp.pad(rows[:, :, :, i, :], ((0, 0), (i, h - ho - i), (0, 0), (0, 0)))
+    dx = term if dx is None else dx + term
+  return dx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_custom_vjp(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
+  return _conv_forward(x, kernel, strides)
+
+
+def _conv_custom_vjp_fwd(x, kernel, strides):
+  return _conv_forward(x, kernel, strides), (x, kernel)
+
+
+def _conv_custom_vjp_bwd(strides, residuals, g):
+  x, kernel = residuals
+  return (_input_grad(g, kernel, x.shape, strides).astype(x.dtype),
+          _kernel_grad(x, g, kernel.shape, strides).astype(kernel.dtype))
+
+
+_conv_custom_vjp.defvjp(_conv_custom_vjp_fwd, _conv_custom_vjp_bwd)
+
+
+def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
+           padding: PaddingLike = "VALID", impl: str = "auto") -> Array:
+  """2-D convolution (cross-correlation, as in the notes' footnote 1) of NHWC `x` with HWIO
+  `kernel`, zero-padded per `padding` ('VALID', 'SAME', an int, or (low, high) pairs)."""
+  impl = resolve_impl(impl)
+  strides = _pair(strides, "strides")
+  kernel_hw = kernel.shape[:2]
+  if impl == "xla":
+    pad = padding.upper() if isinstance(padding, str) else _explicit_padding(
+        padding, x.shape[1:3], kernel_hw, strides)
+    return lax.conv_general_dilated(x, kernel, strides, pad, dimension_numbers=_DN)
+  pads = _explicit_padding(padding, x.shape[1:3], kernel_hw, strides)
+  if any(p != (0, 0) for p in pads):
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  if impl == "im2col":
+    return _conv_im2col(x, kernel, strides)
+  return _conv_custom_vjp(x, kernel, strides)
+
+
+class Conv(nn.Module):
+  """2-D convolutional layer (section 5.2.5), interchangeable with `flax.linen.Conv`.
+
+  Same parameters and outputs as `flax.linen.Conv(features, (kh, kw), ...)`. One difference:
+  an int `kernel_size` F means (F, F) here, whereas flax would make a 1-D convolution.
+
+  Attributes:
+    features: number of filters K (output channels).
+    kernel_size: F, an int (square kernel) or (kh, kw).
+    strides: S, an int or (s_h, s_w) (section 5.2.7).
+    padding: 'SAME' (flax's default), 'VALID', an int, or (low, high) per spatial axis
+      (section 5.2.2).
+    use_bias: whether to add a bias per filter (eq. 5.3).
+    dtype: computation dtype (None: inferred from inputs and params), as in flax.
+    param_dtype: parameter dtype.
+    kernel_init: initializer of the HWIO kernel (flax's default: LeCun normal).
+    bias_init: initializer of the bias (flax's default: zeros).
+    impl: 'auto', 'xla', 'im2col' or 'custom_vjp' (see the module docstring).
+  """
+  features: int
+  kernel_size: int | Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: PaddingLike = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    """Applies the layer to NHWC `inputs` (or HWC, or with several leading batch axes)."""
+    impl = resolve_impl(self.impl)
+    kernel_hw = _pair(self.kernel_size, "kernel_size")
+    batch_shape = inputs.shape[:-3]
+    if len(batch_shape) != 1:
+      inputs = inputs.reshape((-1, *inputs.shape[-3:]))
+    kernel = self.param("kernel", self.kernel_init, (*kernel_hw, inputs.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv2d(inputs, kernel, self.strides, self.padding, impl)
+    if bias is not None:
+      y = y + bias
+    if len(batch_shape) != 1:
+      y = y.reshape((*batch_shape, *y.shape[1:]))
+    return y
