@@ -1,6 +1,6 @@
 """Regenerates the README results table from the runs' results.json files.
 
-  python -m experiments.report [--runs=runs] [--readme=README.md]
+  python -m experiments.report [--runs=runs] [--readme=README.md] [--experiments=a,b]
 """
 
 import json
@@ -11,6 +11,7 @@ from absl import app, flags
 
 flags.DEFINE_string("runs", "runs", "Directory whose subdirectories hold results.json files.")
 flags.DEFINE_string("readme", "README.md", "Markdown file with the results markers to update.")
+flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, in this order.")
 FLAGS = flags.FLAGS
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -33,8 +34,11 @@ def table(results: list[dict]) -> str:
 
 def main(argv):
   del argv
-  results = [json.loads(p.read_text())
-             for p in sorted(pathlib.Path(FLAGS.runs).glob("*/results.json"))]
+  paths = [pathlib.Path(FLAGS.runs) / name / "results.json" for name in FLAGS.experiments]
+  missing = [str(p) for p in paths if not p.exists()]
+  if missing:
+    raise app.UsageError(f"no results for {', '.join(missing)}; run those experiments first")
+  results = [json.loads(p.read_text()) for p in paths]
   text = table(results)
   readme = pathlib.Path(FLAGS.readme)
   content = readme.read_text()
