@@ -6,7 +6,7 @@ softmax cross-entropy (eq. 5.22-5.24), Adam lr 1e-3):
 - cnn: the network of section 5.3.1 (figure 5.23), in several variants of its convolution
   (`dl_jax.nn.conv.Conv`, `impl`) and max-pool (`dl_jax.nn.pool.max_pool`, `impl`), so that the
   table shows where the time goes. 'xla/xla' computes what `flax.linen.Conv` + `flax.linen.max_pool`
-  do; 'model' is `dl_jax.models.cnn.MnistCNN` as the package defines it.
+  do; 'model' is `dl_jax.models.cnn.MnistCNN` with its default impls.
 
 dl_jax runs its jitted train step (`dl_jax.train.state.train_step`, state donated); PyTorch runs
 `model(x)`, `cross_entropy`, `backward()`, `Adam.step()` eagerly. Each variant is warmed up,
@@ -67,7 +67,8 @@ DEFAULT_VARIANTS = "model,auto/auto,custom_vjp/xla,xla/slices,xla/xla"
 class BenchCNN(nn.Module):
   """`dl_jax.models.cnn.MnistCNN` (section 5.3.1) with a choice of conv and max-pool impl.
 
-  Parameter names and shapes are MnistCNN's (checked in `build_jax`).
+  Used only if MnistCNN lacks `conv_impl`/`pool_impl` fields. Parameter names and shapes are
+  MnistCNN's (checked in `build_jax`).
   """
   conv_impl: str = "auto"
   pool_impl: str = "auto"
@@ -96,11 +97,15 @@ def build_jax(name: str, variant: str | None, batch: dict, seed: int):
   if name == "mlp":
     model, desc = MLP(hidden=(256, 256), num_classes=10), "dl_jax.models.mlp.MLP"
   elif variant == "model":
-    model, desc = MnistCNN(), "dl_jax.models.cnn.MnistCNN as it is"
+    model, desc = MnistCNN(), "dl_jax.models.cnn.MnistCNN with its defaults"
   else:
     conv_impl, pool_impl = variant.split("/")
-    model = BenchCNN(conv_impl, pool_impl)
-    desc = (f"conv impl={conv_impl} ({resolve_impl(conv_impl)}), max_pool impl={pool_impl}")
+    if {"conv_impl", "pool_impl"} <= set(MnistCNN.__dataclass_fields__):
+      model, where = MnistCNN(conv_impl=conv_impl, pool_impl=pool_impl), "MnistCNN"
+    else:
+      model, where = BenchCNN(conv_impl, pool_impl), "BenchCNN (MnistCNN has no impl fields)"
+    desc = (f"{where}: conv impl={conv_impl} ({resolve_impl(conv_impl)}), "
+            f"max_pool impl={pool_impl}")
   state = create_train_state(model, optax.adam(1e-3), jax.random.key(seed), (28, 28, 1))
   if name == "cnn":
     ref = create_train_state(MnistCNN(), optax.adam(1e-3), jax.random.key(seed), (28, 28, 1))
