@@ -31,13 +31,18 @@ from dl_jax.train.optimizers import make_optimizer
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-flags.DEFINE_string("workdir", "runs/xor", "Where xor_boundaries.png and results.json go.")
-flags.DEFINE_integer("seed", 0, "Seed of the parameter initialization.")
-flags.DEFINE_integer("steps", 1000, "Full-batch training steps for each model.")
-flags.DEFINE_string("optimizer", "adam", "Optimizer of section 2.6 (dl_jax.train.optimizers).")
-flags.DEFINE_float("learning_rate", 0.1, "Learning rate of both models.")
-flags.DEFINE_integer("hidden", 8, "Width of the MLP's hidden layer.")
-flags.DEFINE_string("activation", "tanh", "Hidden activation of the MLP (dl_jax.nn.activations).")
+
+def define_flags():
+  """Defined only when run as a script, so that tests can import the module."""
+  flags.DEFINE_string("workdir", "runs/xor", "Where xor_boundaries.png and results.json go.")
+  flags.DEFINE_integer("seed", 0, "Seed of the parameter initialization.")
+  flags.DEFINE_integer("steps", 1000, "Full-batch training steps for each model.")
+  flags.DEFINE_string("optimizer", "adam", "Optimizer of section 2.6 (dl_jax.train.optimizers).")
+  flags.DEFINE_float("learning_rate", 0.1, "Learning rate of both models.")
+  flags.DEFINE_integer("hidden", 8, "Width of the MLP's hidden layer.")
+  flags.DEFINE_string("activation", "tanh", "Hidden activation of the MLP (dl_jax.nn.activations).")
+
+
 FLAGS = flags.FLAGS
 
 # Figure 2.14b: inputs x_0, x_1 in {0, 1}, label x_0 XOR x_1.
@@ -186,4 +191,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -61,3 +61,5 @@ def build(name: str, **overrides) -> nn.Module:
 def _load_builtin_models() -> None:
   # Importing the model modules registers them.
   from dl_jax.models import cnn, mlp  # pylint: disable=g-import-not-at-top,unused-import
+  from dl_jax.nn import group_conv  # pylint: disable=g-import-not-at-top,unused-import
+  from dl_jax.symmetry import blueprint  # pylint: disable=g-import-not-at-top,unused-import

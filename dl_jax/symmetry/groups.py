@@ -1,0 +1,291 @@
+"""Group actions on data domains (chapter 4 of the notes): grids, the square's symmetries, sets
+and graphs.
+
+A symmetry of a domain is a transformation g that we may apply to a signal x (section 4.2):
+f is invariant if f(g.x) = f(x), equivariant if f(g.x) = g.f(x). Each action here says how a
+group element acts on the input and on the output of a map, so that one checker
+(`dl_jax.symmetry.check`) can test both properties for any of them:
+
+- `sample(key)`: a random group element, drawn from an explicit key. Elements are arrays, so
+  `act` also runs under `jax.jit` with the element traced (`lax.switch` over the finite
+  group's elements; eagerly, the one branch is called directly).
+- `act(g, x)`: g.x on the input.
+- `act_output(g, y)`: g.y on the output, for equivariance. It is the same action by default;
+  strided layers act on the output by the shift divided by the total stride; p4 feature maps
+  carry an extra rotation axis that the rotation shifts cyclically.
+- `boundary`: how many output pixels at each border the action may invalidate (a zero-filled
+  shift moves zeros in); the checker crops them.
+
+Layouts: images are NHWC (spatial axes 1, 2); p4 feature maps are [N, H, W, 4, C] (the
+rotation axis at 3); sets and graphs put nodes at axis 1, [N, n, F], adjacency [N, n, n], edge
+lists [N, E] (senders, receivers).
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+Element = Array
+PyTree = Any
+
+
+def _static_index(g: Element) -> int | None:
+  """g as a Python int when it is concrete (eager), None under tracing."""
+  try:
+    return int(g)
+  except jax.errors.ConcretizationTypeError:
+    return None
+
+
+def _switch(g: Element, branches: list, x):
+  """branches[g](x): a direct call for a concrete g, `lax.switch` for a traced one."""
+  index = _static_index(g)
+  return lax.switch(g, branches, x) if index is None else branches[index](x)
+
+
+class GroupAction:
+  """Base class. Subclasses are frozen dataclasses (hashable, usable as static jit args)."""
+
+  #: Output axes that `boundary` and the checker's crop refer to.
+  out_spatial_axes: tuple[int, ...] = ()
+
+  def sample(self, key: Array) -> Element:
+    raise NotImplementedError
+
+  def act(self, g: Element, x: PyTree) -> PyTree:
+    raise NotImplementedError
+
+  def act_output(self, g: Element, y: PyTree) -> PyTree:
+    return self.act(g, y)
+
+  @property
+  def boundary(self) -> int:
+    return 0
+
+  def elements(self) -> tuple[int, ...]:
+    """All elements, for finite groups (as Python ints: usable inside traced code)."""
+    raise NotImplementedError(f"{type(self).__name__} does not enumerate its elements")
+
+  def describe(self, g: Element) -> str:
+    return str(jax.device_get(g).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# Translations of the grid (section 4.2, figures 4.5-4.6).
+
+def _shift_zero_fill(x: Array, shifts: Array, axes: tuple[int, ...], pad: int,
+                     fill: float) -> Array:
+  """x translated by `shifts` along `axes`: y[i + s] = x[i], entries moved in are `fill`."""
+  widths = [(0, 0)] * x.ndim
+  for a in axes:
+    widths[a] = (pad, pad)
+  padded = jnp.pad(x, widths, constant_values=fill)
+  starts = [jnp.zeros((), jnp.int32)] * x.ndim
+  for i, a in enumerate(axes):
+    starts[a] = pad - shifts[i].astype(jnp.int32)
+  return lax.dynamic_slice(padded, starts, x.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class CircularShift(GroupAction):
+  """Cyclic translations of the grid (the torus), x -> jnp.roll(x, s, axes).
+
+  Shifts are s = stride * k + phase with k uniform in [-max_shift // stride, max_shift // stride]
+  per axis; the output is rolled by k. With stride = the layer's total stride and phase 0 this
+  is the exact symmetry of a strided layer with circular padding (if the grid size is a multiple
+  of the stride); phase != 0 gives shifts that such a layer does not commute with (a negative
+  control).
+  """
+  axes: tuple[int, ...] = (1, 2)
+  stride: int = 1
+  phase: int = 0
+  max_shift: int = 8
+  out_spatial_axes: tuple[int, ...] = (1, 2)
+
+  def __post_init__(self):
+    if self.stride < 1 or not 0 <= self.phase < self.stride or self.max_shift < self.stride:
+      raise ValueError(f"need stride >= 1, 0 <= phase < stride, max_shift >= stride; got {self}")
+
+  def sample(self, key: Array) -> Element:
+    m = self.max_shift // self.stride
+    return jax.random.randint(key, (len(self.axes),), -m, m + 1)
+
+  def act(self, g: Element, x: Array) -> Array:
+    return jnp.roll(x, self.stride * g + self.phase, self.axes)
+
+  def act_output(self, g: Element, y: Array) -> Array:
+    return jnp.roll(y, g, self.out_spatial_axes)
+
+  def describe(self, g: Element) -> str:
+    k = jax.device_get(g).tolist()
+    return f"shift {[self.stride * v + self.phase for v in k]} (output {k})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift(CircularShift):
+  """Translations of a finite grid: content moves by s, `fill` moves in, what leaves is lost
+  (so, strictly, not a group action: it cannot be undone).
+
+  This is the translation that zero padding (section 5.2.2) sees; a zero-padded convolution
+  commutes with it only away from the border, so the action declares `boundary` = the largest
+  output shift and the checker crops it (plus the receptive-field radius it is given).
+  """
+  fill: float = 0.0
+
+  def act(self, g: Element, x: Array) -> Array:
+    return _shift_zero_fill(x, self.stride * g + self.phase, self.axes,
+                            self.max_shift + self.stride, self.fill)
+
+  def act_output(self, g: Element, y: Array) -> Array:
+    return _shift_zero_fill(y, g, self.out_spatial_axes, self.max_shift // self.stride + 1,
+                            self.fill)
+
+  @property
+  def boundary(self) -> int:
+    return self.max_shift // self.stride
+
+
+# ---------------------------------------------------------------------------------------------
+# The square's symmetries: p4 (rotations by 90 degrees) and p4m (with reflections).
+
+def rot90(x: Array, k: int, axes: tuple[int, int] = (1, 2), group_axis: int | None = None) -> Array:
+  """Rotation by k * 90 degrees (static k) of the spatial `axes`; on a p4 feature map also the
+  cyclic shift r -> r + k of its rotation axis."""
+  x = jnp.rot90(x, k, axes)
+  return x if group_axis is None else jnp.roll(x, k, group_axis)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotation90(GroupAction):
+  """The rotation group C4 of the square acting on images (and p4 feature maps).
+
+  Element k in {0, 1, 2, 3}: rotation by k * 90 degrees about the image center (`jnp.rot90`,
+  which maps the pixel grid onto itself). `sample` draws k from {1, 2, 3}: the identity would
+  test nothing. On a p4 feature map f(x, r) (Cohen & Welling 2016)
+  the rotation also shifts the rotation axis cyclically: (g f)(x, r) = f(g^-1 x, r - k).
+  `group_axis` is that axis on the input (None: a plain image), `out_group_axis` on the output.
+  """
+  spatial_axes: tuple[int, int] = (1, 2)
+  group_axis: int | None = None
+  out_group_axis: int | None = None
+  out_spatial_axes: tuple[int, ...] = (1, 2)
+
+  def sample(self, key: Array) -> Element:
+    return jax.random.randint(key, (), 1, 4)
+
+  @staticmethod
+  def _rotate(g, x, group_axis, spatial_axes):
+    return _switch(g, [lambda x, k=k: rot90(x, k, spatial_axes, group_axis) for k in range(4)], x)
+
+  def act(self, g: Element, x: Array) -> Array:
+    return self._rotate(g, x, self.group_axis, self.spatial_axes)
+
+  def act_output(self, g: Element, y: Array) -> Array:
+    return self._rotate(g, y, self.out_group_axis, self.out_spatial_axes[:2])
+
+  def elements(self) -> tuple[int, ...]:
+    return tuple(range(4))
+
+  def describe(self, g: Element) -> str:
+    return f"rotate {90 * int(g)} deg"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotation90Flip(GroupAction):
+  """The dihedral group D4 of the square (p4m without translations), on images.
+
+  Element e in {0..7}: k = e // 2 rotations by 90 degrees after m = e % 2 mirror images
+  (left-right, along the second spatial axis). `sample` draws e from {1..7} (not the identity).
+  """
+  spatial_axes: tuple[int, int] = (1, 2)
+  out_spatial_axes: tuple[int, ...] = (1, 2)
+
+  def sample(self, key: Array) -> Element:
+    return jax.random.randint(key, (), 1, 8)
+
+  @staticmethod
+  def _apply(x, e, axes):
+    k, m = divmod(e, 2)
+    return rot90(jnp.flip(x, axes[1]) if m else x, k, axes)
+
+  def act(self, g: Element, x: Array) -> Array:
+    return _switch(g, [lambda x, e=e: self._apply(x, e, self.spatial_axes) for e in range(8)], x)
+
+  def act_output(self, g: Element, y: Array) -> Array:
+    return _switch(g, [lambda y, e=e: self._apply(y, e, self.out_spatial_axes[:2])
+                       for e in range(8)], y)
+
+  def elements(self) -> tuple[int, ...]:
+    return tuple(range(8))
+
+  def describe(self, g: Element) -> str:
+    k, m = divmod(int(g), 2)
+    return f"{'flip, then ' if m else ''}rotate {90 * k} deg"
+
+
+# ---------------------------------------------------------------------------------------------
+# Permutations of sets and graphs (section 4.2, figure 4.8).
+
+GRAPH_NODE_KEYS = ("nodes",)
+
+
+def permute_graph(perm: Array, x: PyTree, axis: int = 1) -> PyTree:
+  """Relabels the nodes: new node i is old node perm[i].
+
+  Arrays (a set, [N, n, F]) and a graph's "nodes": X -> P X, taking rows along `axis`.
+  "adjacency" [N, n, n]: A -> P A P^T, i.e. A'[i, j] = A[perm[i], perm[j]].
+  "senders"/"receivers" (edge lists, [N, E] or [E]): old node j becomes perm^-1[j]; the order
+  of the edges is kept. Other entries of a graph dict (edge features, masks) are unchanged.
+  """
+  if not isinstance(x, dict):
+    return jnp.take(x, perm, axis=axis)
+  inverse = jnp.argsort(perm)
+  out = dict(x)
+  for key in GRAPH_NODE_KEYS:
+    if key in x:
+      out[key] = jnp.take(x[key], perm, axis=axis)
+  if "adjacency" in x:
+    out["adjacency"] = jnp.take(jnp.take(x["adjacency"], perm, axis=axis), perm, axis=axis + 1)
+  for key in ("senders", "receivers"):
+    if key in x:
+      out[key] = inverse[x[key]]
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Permutation(GroupAction):
+  """The symmetric group S_n relabeling the n elements of a set or the nodes of a graph.
+
+  Element: a permutation `perm` (int32[n]), uniform from `jax.random.permutation`; it acts by
+  `permute_graph` (X -> P X, A -> P A P^T, edge lists relabeled).
+  """
+  num_nodes: int
+  axis: int = 1
+  out_spatial_axes: tuple[int, ...] = ()
+
+  def sample(self, key: Array) -> Element:
+    return jax.random.permutation(key, self.num_nodes)
+
+  def act(self, g: Element, x: PyTree) -> PyTree:
+    return permute_graph(g, x, self.axis)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def group_average(f: Callable[[PyTree], PyTree], action: GroupAction) -> Callable:
+  """The invariant map x -> 1/|G| sum_g f(g.x) over a finite group (symmetrization).
+
+  It is invariant whatever f is, at |G| times the cost: the alternative to building the
+  symmetry into the layers (the blueprint of section 4.4).
+  """
+  elements = action.elements()
+
+  def averaged(x):
+    outs = [f(action.act(g, x)) for g in elements]
+    return jax.tree.map(lambda *ys: sum(ys) / len(ys), *outs)
+
+  return averaged

@@ -1,0 +1,361 @@
+"""Symmetry as a tested property (chapter 4): every declared symmetry of every registered model
+(`dl_jax.models.registry`) and layer (`dl_jax.symmetry.layers`) goes through the one checker,
+eagerly and jitted, in float32 (tolerance 1e-5) and float64 (1e-10); negative controls show the
+checker fails on maps that lack the symmetry. Adding a registry entry adds its tests.
+
+`pytest tests/test_symmetry.py -rP -k float32` prints each report (max/mean errors).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dl_jax.data import augment as augment_lib
+from dl_jax.errors import ConfigError
+from dl_jax.models import registry
+from dl_jax.nn import group_conv as gc
+from dl_jax.nn.conv import Conv
+from dl_jax.symmetry import blueprint as bp
+from dl_jax.symmetry import groups, layers
+from dl_jax.symmetry import vocabulary as sym
+from dl_jax.symmetry.check import check_equivariant, check_invariant
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
+KEY = jax.random.PRNGKey(0)
+
+
+def _cases():
+  cases = [("model", name, s) for name in registry.names() for s in registry.get(name).symmetries]
+  cases += [("layer", name, s) for name in layers.names() for s in layers.get(name).symmetries]
+  return cases
+
+
+CASES = _cases()
+IDS = [f"{source}:{name}:{symmetry}" for source, name, symmetry in CASES]
+
+
+def random_variables(module: nn.Module, x, seed: int, **kwargs):
+  """Random variables for `module` on input `x`, drawn with numpy (no compilation): kernels
+  N(0, 1/fan_in), every bias N(0, 1), so that a bias breaking a symmetry cannot hide behind a
+  zero initialization."""
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, **kwargs), x)
+  rng = np.random.default_rng(seed)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+  values = []
+  for path, leaf in leaves:
+    value = rng.standard_normal(leaf.shape)
+    if not jax.tree_util.keystr(path).endswith("['bias']"):
+      value /= np.sqrt(max(1, int(np.prod(leaf.shape[:-1]))))
+    values.append(jnp.asarray(value, leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _as_dtype(tree, dtype):
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                      tree)
+
+
+@functools.lru_cache(maxsize=None)  # eager and jitted checks share the initialization
+def setup_case(source: str, name: str, dtype):
+  """(f, x, params) for one registry entry: `random_variables`, input and all in `dtype`."""
+  k_x = jax.random.PRNGKey(1)
+  if source == "model":
+    spec = registry.get(name)
+    module = registry.build(name)
+    x = jax.random.normal(k_x, (2, *spec.input_shape))
+    params = getattr(module, "symmetry_params", {})
+    kwargs = {"train": False}
+  else:
+    spec = layers.get(name)
+    module = spec.build()
+    x = spec.make_input(k_x)
+    params = spec.params
+    kwargs = {}
+  variables = random_variables(module, x, seed=2, **kwargs)
+  variables, x = _as_dtype(variables, dtype), _as_dtype(x, dtype)
+  return (lambda x: module.apply(variables, x, **kwargs)), x, params
+
+
+def run_case(source, name, symmetry, dtype, jit):
+  f, x, params = setup_case(source, name, dtype)
+  declared, action, crop = sym.action_for(symmetry, x, params)
+  tol = TOLERANCE[jnp.dtype(dtype).name]
+  if declared.kind == "equivariant":
+    report = check_equivariant(f, x, action, jax.random.PRNGKey(2), atol=tol, rtol=tol,
+                               n_samples=3, crop=crop, jit=jit)
+  else:
+    report = check_invariant(f, x, action, jax.random.PRNGKey(2), atol=tol, rtol=tol,
+                             n_samples=3, jit=jit)
+  print(f"{source}:{name}:{symmetry}: {report}")
+  assert report.passed and report.output_scale > 0.1, report  # not vacuously zero
+  return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Every declared symmetry.
+
+def test_registries_declare_symmetries_from_the_vocabulary():
+  assert CASES, "no registered model or layer declares a symmetry"
+  for _, name, symmetry in CASES:
+    sym.get(symmetry)
+  names = {(source, name) for source, name, _ in CASES}
+  for expected in (("model", "p4cnn"), ("model", "blueprint_grid"), ("model", "blueprint_set"),
+                   ("layer", "circular_conv"), ("layer", "pool_stack"),
+                   ("layer", "deepsets_linear"), ("layer", "blueprint_graph_edges")):
+    assert expected in names
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("source,name,symmetry", CASES, ids=IDS)
+def test_declared_symmetry_float32(source, name, symmetry, jit):
+  run_case(source, name, symmetry, jnp.float32, jit)
+
+
+@pytest.mark.parametrize("source,name,symmetry", CASES, ids=IDS)
+def test_declared_symmetry_float64(source, name, symmetry):
+  with jax.enable_x64(True):
+    report = run_case(source, name, symmetry, jnp.float64, jit=True)
+  assert "float64" in report.dtype and "float32" not in report.dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Negative controls: maps without the symmetry must make the checker raise.
+
+def _init(module, x, **kwargs):
+  variables = random_variables(module, x, seed=3, **kwargs)
+  return lambda x: module.apply(variables, x, **kwargs)
+
+
+class DenseImage(nn.Module):
+  """A fully connected layer from an image to an image of the same shape (figure 4.11)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(x[0].size)(x.reshape(x.shape[0], -1)).reshape(x.shape)
+
+
+def test_dense_layer_is_not_translation_equivariant():
+  x = jax.random.normal(KEY, (2, 8, 8, 1))
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_equivariant(_init(DenseImage(), x), x, groups.CircularShift(), KEY, atol=1e-5,
+                      rtol=1e-5)
+
+
+def test_odd_shift_through_a_stride_2_layer_is_not_equivariant():
+  x = jax.random.normal(KEY, (2, 12, 12, 3))
+  f = _init(bp.CircularConv(8, 3, strides=2), x)
+  check_equivariant(f, x, groups.CircularShift(stride=2), KEY, atol=1e-5, rtol=1e-5)
+  with pytest.raises(AssertionError, match="out of tolerance"):
+    check_equivariant(f, x, groups.CircularShift(stride=2, phase=1), KEY, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_zero_padding_is_exact_only_in_the_interior(jit):
+  x = jax.random.normal(KEY, (2, 16, 16, 3))
+  f = _init(Conv(8, 5, padding="SAME"), x)  # receptive-field radius 2
+  shift = groups.Shift(max_shift=1)
+  report = check_equivariant(f, x, shift, KEY, atol=1e-5, rtol=1e-5, crop=2, jit=jit)
+  assert report.crop == 3  # radius 2 + largest shift 1
+  # Without the radius only the shift's own border (1 pixel) is cut: the output 1 pixel from
+  # the border still reads the zero padding where the shifted input had lost content.
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_equivariant(f, x, shift, KEY, atol=1e-5, rtol=1e-5, crop=0, jit=jit)
+  with pytest.raises(AssertionError, match="FAILED"):  # nor circularly
+    check_equivariant(f, x, groups.CircularShift(), KEY, atol=1e-5, rtol=1e-5, jit=jit)
+
+
+def test_positional_encodings_break_permutation_invariance():
+  x = jax.random.normal(KEY, (2, 16, 3))
+  model = bp.SetInvariantNet()
+  f = _init(model, x)
+  check_invariant(f, x, groups.Permutation(16), KEY, atol=1e-5, rtol=1e-5)
+  position = jnp.arange(16)[:, None] / 16.0
+  encoding = jnp.concatenate([jnp.sin(np.pi * position), jnp.cos(np.pi * position),
+                              position], axis=-1)
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_invariant(lambda x: f(x + encoding), x, groups.Permutation(16), KEY, atol=1e-5,
+                    rtol=1e-5)
+
+
+def test_plain_cnn_is_not_p4_invariant_and_p4cnn_is_not_p4m_invariant():
+  x = jax.random.normal(KEY, (2, 28, 28, 1))
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_invariant(_init(registry.build("mnist_cnn"), x, train=False), x, groups.Rotation90(),
+                    KEY, atol=1e-5, rtol=1e-5)
+  p4cnn = _init(registry.build("p4cnn"), x, train=False)
+  check_invariant(p4cnn, x, groups.Rotation90(), KEY, atol=1e-5, rtol=1e-5)
+  with pytest.raises(AssertionError, match="FAILED"):  # mirror images are not in p4
+    check_invariant(p4cnn, x, groups.Rotation90Flip(), KEY, atol=1e-5, rtol=1e-5, n_samples=8)
+
+
+def test_lifting_without_rotated_filters_is_not_rotation_equivariant(monkeypatch):
+  x = jax.random.normal(KEY, (2, 12, 12, 3))
+  action = groups.Rotation90(out_group_axis=3)
+  check_equivariant(_init(gc.P4Lifting(4, 3), x), x, action, KEY, atol=1e-5, rtol=1e-5)
+  monkeypatch.setattr(gc, "lifting_filters", lambda k: jnp.concatenate([k] * 4, axis=-1))
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_equivariant(_init(gc.P4Lifting(4, 3), x), x, action, KEY, atol=1e-5, rtol=1e-5)
+
+
+def test_a_small_perturbation_is_detected():
+  x = jax.random.normal(KEY, (2, 12, 12, 3))
+  f = _init(bp.CircularConv(8, 3), x)
+  ramp = 1e-4 * jnp.arange(12.0)[:, None, None]  # position-dependent, 1e-4 relative
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_equivariant(lambda x: f(x) + ramp, x, groups.CircularShift(), KEY, atol=1e-5,
+                      rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checker itself.
+
+def test_checker_report_and_arguments():
+  x = jax.random.normal(KEY, (2, 8, 8, 3))
+  report = check_equivariant(nn.relu, x, groups.CircularShift(), KEY, atol=0.0, rtol=0.0,
+                             n_samples=5)
+  assert report.passed and report.max_abs_error == report.mean_abs_error == 0.0
+  assert len(report.samples) == 5 and "PASSED" in str(report)
+  again = check_equivariant(nn.relu, x, groups.CircularShift(), KEY, atol=0.0, rtol=0.0,
+                            n_samples=5, jit=True)
+  assert [s.element for s in again.samples] == [s.element for s in report.samples]
+  with pytest.raises(TypeError):
+    check_equivariant(nn.relu, x, groups.CircularShift(), KEY)  # pylint: disable=missing-kwoa
+  with pytest.raises(ValueError, match="atol"):
+    check_invariant(nn.relu, x, groups.Rotation90(), KEY, atol=-1.0, rtol=0.0)
+  with pytest.raises(ValueError, match="leaves nothing"):
+    check_equivariant(nn.relu, x, groups.Shift(max_shift=2), KEY, atol=0.0, rtol=0.0, crop=2)
+
+
+def test_failure_report_lists_errors_per_sample():
+  x = jax.random.normal(KEY, (2, 8, 8, 3))
+  with pytest.raises(AssertionError) as info:
+    check_invariant(lambda x: x[:, 0, 0], x, groups.CircularShift(), KEY, atol=1e-5, rtol=1e-5,
+                    n_samples=3)
+  message = str(info.value)
+  assert "FAILED" in message and "max abs error" in message and "sample 2" in message
+  assert "first failure (chex)" in message
+
+
+def test_unknown_symmetry_and_params():
+  with pytest.raises(ConfigError, match="unknown symmetry 'scale_invariant'"):
+    sym.get("scale_invariant")
+  with pytest.raises(ConfigError, match="bad symmetry params"):
+    sym.action_for(sym.ROTATION_P4_INVARIANT, jnp.zeros((1, 4, 4, 1)), {"strides": 2})
+
+
+# ---------------------------------------------------------------------------------------------
+# The group actions.
+
+def test_circular_and_zero_filled_shifts():
+  x = jnp.arange(2 * 6 * 6, dtype=jnp.float32).reshape(2, 6, 6, 1)
+  g = jnp.array([1, -2])
+  np.testing.assert_array_equal(groups.CircularShift().act(g, x), np.roll(x, (1, -2), (1, 2)))
+  expected = np.zeros_like(x)
+  expected[:, 1:, :-2] = x[:, :-1, 2:]
+  np.testing.assert_array_equal(groups.Shift(max_shift=2).act(g, x), expected)
+  np.testing.assert_array_equal(jax.jit(groups.Shift(max_shift=2).act)(g, x), expected)
+  strided = groups.CircularShift(stride=4, phase=1, max_shift=8)
+  for k in jax.random.split(KEY, 20):
+    element = strided.sample(k)
+    assert int(jnp.abs(element).max()) <= 2
+    shifted = strided.act(element, x)
+    np.testing.assert_array_equal(shifted, np.roll(x, tuple(4 * np.asarray(element) + 1), (1, 2)))
+
+
+def test_rotations_and_reflections_form_the_group():
+  x = jax.random.normal(KEY, (1, 5, 5, 4, 2))
+  rot = groups.Rotation90(group_axis=3, out_group_axis=3)
+  y = x
+  for _ in range(4):
+    y = rot.act(jnp.array(1), y)
+  np.testing.assert_array_equal(y, x)  # rot^4 = identity, the cyclic shift included
+  np.testing.assert_array_equal(rot.act(jnp.array(2), x), rot.act(jnp.array(1), rot.act(
+      jnp.array(1), x)))
+  image = jax.random.normal(KEY, (1, 5, 5, 1))
+  d4 = groups.Rotation90Flip()
+  images = [np.asarray(d4.act(jnp.array(e), image)) for e in range(8)]
+  assert len({im.tobytes() for im in images}) == 8  # 8 distinct images of a generic input
+  np.testing.assert_array_equal(images[1], image[:, :, ::-1])
+
+
+def test_permutation_acts_as_p_x_and_p_a_p_transpose():
+  graph = layers.random_graph(1, 6, 3)(KEY)
+  perm = groups.Permutation(6).sample(jax.random.PRNGKey(5))
+  p = jnp.eye(6)[perm]  # P[i, perm[i]] = 1
+  moved = groups.permute_graph(perm, graph)
+  np.testing.assert_allclose(moved["nodes"][0], p @ graph["nodes"][0], atol=1e-6)
+  np.testing.assert_array_equal(moved["adjacency"][0], p @ graph["adjacency"][0] @ p.T)
+
+
+def test_edge_lists_relabel_like_the_adjacency():
+  graph = layers.random_graph(2, 7, 3, edges=12)(KEY)
+  perm = groups.Permutation(7).sample(jax.random.PRNGKey(6))
+  moved = groups.permute_graph(perm, graph)
+
+  def adjacency(g):  # A[i, j] = number of edges j -> i
+    return jax.vmap(lambda s, r: jnp.zeros((7, 7)).at[r, s].add(1.0))(g["senders"],
+                                                                      g["receivers"])
+
+  np.testing.assert_array_equal(adjacency(moved),
+                                groups.permute_graph(perm, {"adjacency": adjacency(graph)})[
+                                    "adjacency"])
+  np.testing.assert_allclose(bp.neighbour_sum(graph),
+                             bp.neighbour_sum({"nodes": graph["nodes"],
+                                               "adjacency": adjacency(graph)}), atol=1e-5)
+
+
+def test_group_average_of_any_map_is_invariant():
+  x = jax.random.normal(KEY, (2, 6, 6, 1))
+  f = lambda x: x[:, 0, 1:3, 0] * x[:, 2, 3:5, 0]  # no symmetry at all
+  averaged = groups.group_average(f, groups.Rotation90Flip())
+  check_invariant(averaged, x, groups.Rotation90Flip(), KEY, atol=1e-6, rtol=1e-6, n_samples=7)
+  with pytest.raises(AssertionError):
+    check_invariant(f, x, groups.Rotation90Flip(), KEY, atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation (dl_jax.data.augment).
+
+def test_augment_rot90_and_flip_are_the_exact_group_actions():
+  x = jax.random.normal(KEY, (16, 10, 10, 2))
+  y = augment_lib.augment(jax.random.PRNGKey(1), x, augment_lib.AugmentConfig(rot90=True))
+  for i in range(16):
+    assert any(np.array_equal(y[i], np.rot90(x[i], k)) for k in range(4))
+  y = augment_lib.augment(jax.random.PRNGKey(1), x, augment_lib.AugmentConfig(flip=True))
+  flipped = [np.array_equal(y[i], x[i, :, ::-1]) for i in range(16)]
+  assert all(f or np.array_equal(y[i], x[i]) for i, f in enumerate(flipped))
+  assert 0 < sum(flipped) < 16
+  np.testing.assert_array_equal(augment_lib.augment(KEY, x, augment_lib.AugmentConfig()), x)
+
+
+def test_augment_shift_matches_the_zero_filled_shift():
+  x = jax.random.normal(KEY, (1, 9, 9, 1))
+  y = augment_lib.affine_transform(x[0], jnp.eye(2), jnp.array([2.0, -1.0]))
+  np.testing.assert_array_equal(y[None], groups.Shift(max_shift=2).act(jnp.array([2, -1]), x))
+
+
+def test_augment_is_pure_and_keeps_shape_dtype_and_range():
+  x = jax.random.uniform(KEY, (8, 28, 28, 1), minval=-1.0, maxval=1.0)
+  config = augment_lib.AugmentConfig(max_shift=3, max_rotation=20, flip=True, max_shear=15,
+                                     zoom=(0.8, 1.2), fill=-1.0)
+  a = augment_lib.augment(jax.random.PRNGKey(4), x, config)
+  b = augment_lib.augment(jax.random.PRNGKey(4), x, config)
+  c = augment_lib.augment(jax.random.PRNGKey(5), x, config)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c) and a.shape == x.shape and a.dtype == x.dtype
+  assert -1.0 - 1e-6 <= float(a.min()) and float(a.max()) <= 1.0 + 1e-6  # bilinear: convex
+  rotation = augment_lib.affine_transform(x[0], augment_lib._rotation(jnp.pi / 2), jnp.zeros(2))
+  np.testing.assert_allclose(rotation, np.rot90(x[0]), atol=1e-5)  # sign convention
+
+
+def test_augment_rejects_bad_settings():
+  with pytest.raises(ConfigError, match="order=3"):
+    augment_lib.AugmentConfig(order=3)
+  with pytest.raises(ConfigError, match="zoom"):
+    augment_lib.AugmentConfig(zoom=(1.2, 0.8))
+  with pytest.raises(ConfigError, match="mode='edge'"):
+    augment_lib.AugmentConfig(mode="edge")
