@@ -2,7 +2,6 @@
 preemption by SIGTERM, divergence, and one clear message for each kind of bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import time

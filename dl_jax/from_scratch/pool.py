@@ -21,7 +21,6 @@ import functools
 import itertools
 import math
 import numbers
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,6 @@ one (outside `RESUMABLE_CHANGES`) is refused instead of mixing its checkpoints w
 """
 
 import json
-import os
 import pathlib
 import tempfile
 

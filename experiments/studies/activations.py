@@ -22,7 +22,6 @@ prelu 87.99 %, elu 87.85 %, selu 88.13 %, softplus 85.80 %, sigmoid 69.62 %, tan
 """
 
 import pathlib
-import sys
 
 import matplotlib
 import numpy as np
@@ -166,17 +165,11 @@ def run(out: pathlib.Path, names: list[str], hidden: list[int], epochs: int, bat
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     run(common.workdir(FLAGS, "activations"), size["activations"],
         common.int_list("hidden", FLAGS.hidden), size["epochs"], FLAGS.batch_size,
         FLAGS.optimizer, FLAGS.learning_rate, FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":

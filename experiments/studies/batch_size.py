@@ -42,7 +42,6 @@ import functools
 import json
 import math
 import pathlib
-import sys
 import time
 
 import flax.linen as nn
@@ -513,17 +512,11 @@ def run(out: pathlib.Path, batch_sizes: list[int], noise_batches: int, noise_tra
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     run(common.workdir(FLAGS, "batch_size"), common.int_list("batch_sizes", size["batch_sizes"]),
         size["noise_batches"], size["noise_train_steps"], size["target"], size["max_epochs"],
         FLAGS.eval_every, FLAGS.optimizer, FLAGS.learning_rate, FLAGS.lr_scaling, FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":

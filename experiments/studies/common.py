@@ -12,13 +12,14 @@ import math
 import os
 import pathlib
 import platform
+import sys
 import time
 
 import flax
 import jax
 import ml_collections
 import optax
-from absl import flags, logging
+from absl import app, flags, logging
 
 from dl_jax.errors import ConfigError, DlJaxError
 from experiments.configs import base
@@ -163,3 +164,16 @@ class Timer:
 
   def __call__(self) -> float:
     return time.perf_counter() - self.start
+
+
+def run_main(argv: list[str], quick: dict, study) -> None:
+  """A study's entry point: compilation cache, sizes (full or --quick), and bad input reported as
+  one `error: ...` line with exit status 2."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  setup(flags.FLAGS.compilation_cache)
+  try:
+    study(sizes(flags.FLAGS, quick))
+  except DlJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 2))

@@ -40,7 +40,6 @@ better than any fully trained width), and the peak forms as the networks fit the
 
 import functools
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +50,7 @@ import optax
 from absl import app, flags, logging
 
 from dl_jax.data import mnist, pipeline
-from dl_jax.errors import DlJaxError, require
+from dl_jax.errors import require
 from dl_jax.models.mlp import MLP
 from dl_jax.nn import activations
 from dl_jax.train.optimizers import make_optimizer
@@ -463,20 +462,14 @@ def run(out: pathlib.Path, n: int, label_noise: float, widths: list[int],
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     feature_widths = [w for w in size["feature_widths"] if w]
     run(common.workdir(FLAGS, "double_descent"), size["train_subset"], FLAGS.label_noise,
         common.int_list("widths", size["widths"]),
         common.int_list("feature_widths", feature_widths) if feature_widths else [],
         size["epochs"], size["batch_size"], FLAGS.learning_rate, FLAGS.loss, FLAGS.activation,
         FLAGS.seeds, FLAGS.records, FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ magnitude.
 
 import functools
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from dl_jax.data import mnist, pipeline
-from dl_jax.errors import DlJaxError, require
+from dl_jax.errors import require
 from dl_jax.models.mlp import MLP
 from dl_jax.nn import activations
 from dl_jax.train.state import cross_entropy
@@ -210,16 +209,10 @@ def run(out: pathlib.Path, names: list[str], depth: int, width: int, batch_size:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     run(common.workdir(FLAGS, "gradients"), FLAGS.activations, FLAGS.depth, FLAGS.width,
         size["batch_size"], size["seeds"], FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ a log scale, the validation accuracy), `table.md` and `results.json`.
 
 import math
 import pathlib
-import sys
 
 import jax
 import matplotlib
@@ -242,16 +241,10 @@ def run(out: pathlib.Path, names: list[str], grid_points: int, grid_steps: int, 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     run(common.workdir(FLAGS, "optimizers"), FLAGS.optimizers, size["grid_points"],
         size["grid_steps"], size["epochs"], size["max_steps"], FLAGS.batch_size, FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ training set none of them closes the gap.
 """
 
 import pathlib
-import sys
 
 import jax
 import matplotlib
@@ -254,18 +253,12 @@ def run(out: pathlib.Path, settings: list[str], hidden: list[int], train_subset:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  common.setup(FLAGS.compilation_cache)
-  size = common.sizes(FLAGS, QUICK)
-  try:
+  def study(size):
     run(common.workdir(FLAGS, "regularization"), FLAGS.settings,
         common.int_list("hidden", FLAGS.hidden), size["train_subset"], size["epochs"],
         FLAGS.batch_size, FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_l2, FLAGS.weight_l1,
         FLAGS.dropout_rate, FLAGS.seed)
-  except DlJaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(getattr(e, "exit_code", 2))
+  common.run_main(argv, QUICK, study)
 
 
 if __name__ == "__main__":
