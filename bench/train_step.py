@@ -50,46 +50,17 @@ try:
 except ImportError:
   torch = None
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from dl_jax.models.cnn import MnistCNN
 from dl_jax.models.mlp import MLP
-from dl_jax.nn.conv import Conv, conv2d, resolve_impl
+from dl_jax.nn.conv import conv2d, resolve_impl
 from dl_jax.nn.pool import max_pool
 from dl_jax.train.state import create_train_state, train_step
 
 DEFAULT_VARIANTS = "model,auto/auto,custom_vjp/xla,xla/slices,xla/xla"
-
-
-class BenchCNN(nn.Module):
-  """`dl_jax.models.cnn.MnistCNN` (section 5.3.1) with a choice of conv and max-pool impl.
-
-  Used only if MnistCNN lacks `conv_impl`/`pool_impl` fields. Parameter names and shapes are
-  MnistCNN's (checked in `build_jax`).
-  """
-  conv_impl: str = "auto"
-  pool_impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train
-    conv = lambda f: Conv(f, (5, 5), padding="VALID", impl=self.conv_impl)
-    pool = lambda y: max_pool(y, (2, 2), (2, 2), impl=self.pool_impl)
-    x = nn.relu(conv(6)(x))
-    x = nn.relu(conv(12)(x))
-    x = pool(x)
-    x = nn.relu(conv(12)(x))
-    x = pool(x)
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(256)(x))
-    return nn.Dense(10)(x)
-
-
-def _tree_shapes(tree):
-  return jax.tree.map(jnp.shape, tree)
 
 
 def build_jax(name: str, variant: str | None, batch: dict, seed: int):
@@ -100,17 +71,10 @@ def build_jax(name: str, variant: str | None, batch: dict, seed: int):
     model, desc = MnistCNN(), "dl_jax.models.cnn.MnistCNN with its defaults"
   else:
     conv_impl, pool_impl = variant.split("/")
-    if {"conv_impl", "pool_impl"} <= set(MnistCNN.__dataclass_fields__):
-      model, where = MnistCNN(conv_impl=conv_impl, pool_impl=pool_impl), "MnistCNN"
-    else:
-      model, where = BenchCNN(conv_impl, pool_impl), "BenchCNN (MnistCNN has no impl fields)"
-    desc = (f"{where}: conv impl={conv_impl} ({resolve_impl(conv_impl)}), "
+    model = MnistCNN(conv_impl=conv_impl, pool_impl=pool_impl)
+    desc = (f"MnistCNN: conv impl={conv_impl} ({resolve_impl(conv_impl)}), "
             f"max_pool impl={pool_impl}")
   state = create_train_state(model, optax.adam(1e-3), jax.random.key(seed), (28, 28, 1))
-  if name == "cnn":
-    ref = create_train_state(MnistCNN(), optax.adam(1e-3), jax.random.key(seed), (28, 28, 1))
-    if _tree_shapes(ref.params) != _tree_shapes(state.params):
-      raise SystemExit("BenchCNN's parameters no longer match dl_jax.models.cnn.MnistCNN's")
   params0 = jax.device_get(state.params)
   step = jax.jit(train_step, donate_argnums=0)
   holder = {"state": state}

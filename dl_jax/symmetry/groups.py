@@ -21,6 +21,7 @@ rotation axis at 3); sets and graphs put nodes at axis 1, [N, n, F], adjacency [
 lists [N, E] (senders, receivers).
 """
 
+import abc
 import dataclasses
 from typing import Any, Callable
 
@@ -47,17 +48,19 @@ def _switch(g: Element, branches: list, x):
   return lax.switch(g, branches, x) if index is None else branches[index](x)
 
 
-class GroupAction:
+class GroupAction(abc.ABC):
   """Base class. Subclasses are frozen dataclasses (hashable, usable as static jit args)."""
 
   #: Output axes that `boundary` and the checker's crop refer to.
   out_spatial_axes: tuple[int, ...] = ()
 
+  @abc.abstractmethod
   def sample(self, key: Array) -> Element:
-    raise NotImplementedError
+    """A random group element drawn from `key`."""
 
+  @abc.abstractmethod
   def act(self, g: Element, x: PyTree) -> PyTree:
-    raise NotImplementedError
+    """g.x: the element acting on an input."""
 
   def act_output(self, g: Element, y: PyTree) -> PyTree:
     return self.act(g, y)
@@ -68,7 +71,7 @@ class GroupAction:
 
   def elements(self) -> tuple[int, ...]:
     """All elements, for finite groups (as Python ints: usable inside traced code)."""
-    raise NotImplementedError(f"{type(self).__name__} does not enumerate its elements")
+    raise TypeError(f"{type(self).__name__} is not a finite group; it has no element list")
 
   def describe(self, g: Element) -> str:
     return str(jax.device_get(g).tolist())
