@@ -43,7 +43,8 @@ PADDINGS = ("valid", "same", "causal", "circular")
 IMPLS = ("custom_vjp", "autodiff")
 
 
-def _tuple(value, n: int, name: str) -> tuple[int, ...]:
+def int_tuple(value, n: int, name: str) -> tuple[int, ...]:
+  """An int or n ints -> n positive ints, or a ConfigError naming `name` and the value."""
   if isinstance(value, numbers.Integral):
     value = (value,) * n
   value = tuple(int(v) if isinstance(v, numbers.Integral) else v for v in value)
@@ -198,7 +199,7 @@ def correlate(x: Array, kernel: Array, strides=1, padding="valid", *, channels: 
     kernel = jnp.moveaxis(kernel, (0, 1), (-1, -2))
   require(x.shape[-1] == kernel.shape[-2],
           f"input has {x.shape[-1]} channels, the kernel expects {kernel.shape[-2]}")
-  strides = _tuple(strides, n, "strides")
+  strides = int_tuple(strides, n, "strides")
   kernel_shape = kernel.shape[:-2]
   pads = explicit_padding(padding, x.shape[1:-1], kernel_shape, strides)
   circular = isinstance(padding, str) and padding.lower() == "circular"
@@ -224,7 +225,7 @@ def convolve(x: Array, kernel: Array, strides=1, padding="valid", *, channels: s
 def subsample(y: Array, strides, *, channels: str = "last") -> Array:
   """Keeps every S-th output along each spatial axis (section 5.2.7, strided sub-sampling)."""
   n = y.ndim - 2
-  strides = _tuple(strides, n, "strides")
+  strides = int_tuple(strides, n, "strides")
   spatial = [slice(None, None, s) for s in strides]
   index = (slice(None), *spatial, slice(None)) if channels == "last" else (
       slice(None), slice(None), *spatial)

@@ -20,25 +20,16 @@ Overlapping windows (stride < window) add their contributions.
 import functools
 import itertools
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from dl_jax.errors import require
+from dl_jax.from_scratch.conv import int_tuple
 
 Array = jax.Array
 KINDS = ("max", "min", "avg")
-
-
-def _tuple(value, n: int, name: str) -> tuple[int, ...]:
-  if isinstance(value, numbers.Integral):
-    value = (value,) * n
-  value = tuple(int(v) if isinstance(v, numbers.Integral) else v for v in value)
-  require(len(value) == n and all(isinstance(v, int) and v >= 1 for v in value),
-          f"{name} must be a positive int or {n} positive ints, got {value!r}")
-  return value
 
 
 def _views(x: Array, window: tuple[int, ...], strides: tuple[int, ...]):
@@ -105,8 +96,8 @@ def pool(x: Array, window, strides=None, kind: str = "max", *, channels: str = "
   require(channels in ("last", "first"), f"channels must be 'last' or 'first', got {channels!r}")
   n = x.ndim - 2
   require(n >= 1, f"expected (batch, *spatial, channels), got shape {x.shape}")
-  window = _tuple(window, n, "window")
-  strides = window if strides is None else _tuple(strides, n, "strides")
+  window = int_tuple(window, n, "window")
+  strides = window if strides is None else int_tuple(strides, n, "strides")
   if channels == "first":
     x = jnp.moveaxis(x, 1, -1)
   y = _pool(x, window, strides, kind)
@@ -116,8 +107,8 @@ def pool(x: Array, window, strides=None, kind: str = "max", *, channels: str = "
 def reference_pool(x: Array, window, strides=None, kind: str = "max") -> Array:
   """`lax.reduce_window` pooling of channels-last `x` (differentiated by JAX), for comparison."""
   n = x.ndim - 2
-  window = _tuple(window, n, "window")
-  strides = window if strides is None else _tuple(strides, n, "strides")
+  window = int_tuple(window, n, "window")
+  strides = window if strides is None else int_tuple(strides, n, "strides")
   dims, steps = (1, *window, 1), (1, *strides, 1)
   if kind == "max":
     return lax.reduce_window(x, -jnp.inf, lax.max, dims, steps, "VALID")
