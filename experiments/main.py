@@ -1,4 +1,4 @@
-"""Entry point for the image-classification experiments.
+"""Entry point of the config-driven experiments (images, word embeddings, graphs).
 
   python -m experiments.main --config=experiments/configs/mnist_cnn.py --workdir=runs/mnist_cnn \
       [--config.num_epochs=3 ...]
@@ -7,6 +7,7 @@ or, equivalently, `./launch.sh mnist_cnn [--config.num_epochs=3 ...]`. Running t
 again resumes from the latest checkpoint in the workdir.
 """
 
+import importlib
 import logging as std_logging
 import os
 import pathlib
@@ -26,6 +27,14 @@ flags.DEFINE_string("compilation_cache", os.path.expanduser("~/.cache/dl_jax/jax
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
+# config.trainer -> the module whose `train_and_evaluate(config, workdir)` runs it.
+TRAINERS = {
+    "classification": "dl_jax.train.loop",  # images (chapters 2 and 5)
+    "word2vec": "dl_jax.text.train",  # word embeddings (chapter 3)
+    "node_classification": "dl_jax.graph.train",  # graphs (chapter 6)
+    "graph_classification": "dl_jax.graph.train_graphs",
+}
+
 
 class _OnlyWarningsFromLibraries(std_logging.Filter):
   """Keeps orbax's per-save INFO chatter out of the progress log."""
@@ -40,8 +49,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
   import jax  # pylint: disable=g-import-not-at-top
 
-  from dl_jax.errors import DlJaxError  # pylint: disable=g-import-not-at-top
-  from dl_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from dl_jax.errors import ConfigError, DlJaxError  # pylint: disable=g-import-not-at-top
 
   if FLAGS.multihost:
     jax.distributed.initialize()
@@ -52,7 +60,11 @@ def main(argv):
   config = FLAGS.config
   workdir = FLAGS.workdir or str(pathlib.Path("runs") / config.experiment)
   try:
-    loop.train_and_evaluate(config, workdir)
+    trainer = config.get("trainer", "classification")
+    if trainer not in TRAINERS:
+      raise ConfigError(f"unknown trainer {trainer!r} in the config; accepted: "
+                        f"{', '.join(sorted(TRAINERS))}")
+    importlib.import_module(TRAINERS[trainer]).train_and_evaluate(config, workdir)
   except DlJaxError as e:
     logging.flush()
     print(f"error: {e}", file=sys.stderr)
