@@ -1,0 +1,1 @@
+"""Word embeddings (chapter 3): vocabulary, training examples and evaluation."""
