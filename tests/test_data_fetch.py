@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from dl_jax.data import fetch
+from dl_jax.data import cache, fetch
 from dl_jax.data import mnist
 from dl_jax.errors import ConfigError, DataError
 
@@ -147,9 +147,9 @@ def test_parse_idx():
 def test_cache_roundtrip_is_reproducible(tmp_path):
   path = tmp_path / "mnist.npz"
   arrays = _synthetic(train_label=3)
-  mnist._write_cache(path, arrays)  # pylint: disable=protected-access
+  cache.write(path, arrays)
   first = path.read_bytes()
-  mnist._write_cache(path, arrays)  # pylint: disable=protected-access
+  cache.write(path, arrays)
   assert path.read_bytes() == first
   loaded = mnist.load("mnist", str(tmp_path))
   assert loaded["train_labels"][0] == 3
@@ -159,7 +159,7 @@ def test_cache_roundtrip_is_reproducible(tmp_path):
 
 def test_corrupted_cache_is_reported_and_left_untouched(tmp_path):
   path = tmp_path / "mnist.npz"
-  mnist._write_cache(path, _synthetic())  # pylint: disable=protected-access
+  cache.write(path, _synthetic())
   recorded = (tmp_path / "mnist.npz.sha256").read_text().split()[0]
   data = bytearray(path.read_bytes())
   data[len(data) // 2] ^= 0xFF
@@ -181,7 +181,7 @@ def test_cache_with_bad_contents_is_reported(tmp_path):
   path = tmp_path / "fashion_mnist.npz"
   arrays = _synthetic()
   arrays["test_labels"] = arrays["test_labels"] + 10
-  mnist._write_cache(path, arrays)  # pylint: disable=protected-access
+  cache.write(path, arrays)
   with pytest.raises(DataError, match=r"test_labels range .* 10"):
     mnist.load("fashion_mnist", str(tmp_path))
   (tmp_path / "fashion_mnist.npz.sha256").unlink()

