@@ -105,7 +105,8 @@ def test_registries_declare_symmetries_from_the_vocabulary():
   names = {(source, name) for source, name, _ in CASES}
   for expected in (("model", "p4cnn"), ("model", "blueprint_grid"), ("model", "blueprint_set"),
                    ("layer", "circular_conv"), ("layer", "pool_stack"),
-                   ("layer", "deepsets_linear"), ("layer", "blueprint_graph_edges")):
+                   ("layer", "deepsets_linear"), ("layer", "blueprint_graph_edges"),
+                   ("layer", "gnn_gcn"), ("layer", "gnn_gat"), ("layer", "gnn_graph_gin")):
     assert expected in names
 
 

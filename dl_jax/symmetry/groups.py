@@ -18,7 +18,8 @@ group element acts on the input and on the output of a map, so that one checker
 
 Layouts: images are NHWC (spatial axes 1, 2); p4 feature maps are [N, H, W, 4, C] (the
 rotation axis at 3); sets and graphs put nodes at axis 1, [N, n, F], adjacency [N, n, n], edge
-lists [N, E] (senders, receivers).
+lists [N, E] (senders, receivers). A `jraph.GraphsTuple` keeps its nodes at axis 0; the node
+`Permutation` and the `EdgePermutation` act on it too.
 """
 
 import abc
@@ -27,6 +28,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import jraph
 from jax import lax
 
 Array = jax.Array
@@ -243,7 +245,15 @@ def permute_graph(perm: Array, x: PyTree, axis: int = 1) -> PyTree:
   "adjacency" [N, n, n]: A -> P A P^T, i.e. A'[i, j] = A[perm[i], perm[j]].
   "senders"/"receivers" (edge lists, [N, E] or [E]): old node j becomes perm^-1[j]; the order
   of the edges is kept. Other entries of a graph dict (edge features, masks) are unchanged.
+
+  A `jraph.GraphsTuple` (nodes [total nodes, ...], a pytree) is relabeled the same way along
+  its node axis 0 (`axis` is ignored); edges, globals and counts are kept. For a batch, `perm`
+  must map each graph's nodes onto themselves (`Permutation(segments=n_node)` draws such).
   """
+  if isinstance(x, jraph.GraphsTuple):
+    inverse = jnp.argsort(perm)
+    return x._replace(nodes=jax.tree.map(lambda v: jnp.take(v, perm, axis=0), x.nodes),
+                      senders=inverse[x.senders], receivers=inverse[x.receivers])
   if not isinstance(x, dict):
     return jnp.take(x, perm, axis=axis)
   inverse = jnp.argsort(perm)
@@ -259,22 +269,91 @@ def permute_graph(perm: Array, x: PyTree, axis: int = 1) -> PyTree:
   return out
 
 
+def block_permutation(key: Array, segments: tuple[int, ...]) -> Array:
+  """A uniform random permutation of sum(segments) items that maps each consecutive block
+  (of the given sizes) onto itself: int32[sum(segments)]."""
+  keys = jax.random.split(key, max(len(segments), 1))
+  blocks, offset = [], 0
+  for k, size in zip(keys, segments):
+    blocks.append(offset + jax.random.permutation(k, size).astype(jnp.int32))
+    offset += size
+  return jnp.concatenate(blocks) if blocks else jnp.zeros((0,), jnp.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Permutation(GroupAction):
   """The symmetric group S_n relabeling the n elements of a set or the nodes of a graph.
 
   Element: a permutation `perm` (int32[n]), uniform from `jax.random.permutation`; it acts by
-  `permute_graph` (X -> P X, A -> P A P^T, edge lists relabeled).
+  `permute_graph` (X -> P X, A -> P A P^T, edge lists relabeled, also on a jraph.GraphsTuple).
+  `segments`: for a batched GraphsTuple, the node count of each graph (its n_node, summing to
+  num_nodes): the permutation then relabels nodes within each graph (the product of the S_n_k).
+  A map from a GraphsTuple to node arrays [total nodes, ...] needs `axis=0` (the output's node
+  axis); GraphsTuple outputs are relabeled whatever `axis` is.
   """
   num_nodes: int
   axis: int = 1
   out_spatial_axes: tuple[int, ...] = ()
+  segments: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.segments and sum(self.segments) != self.num_nodes:
+      raise ValueError(f"segments {self.segments} must sum to num_nodes={self.num_nodes}")
 
   def sample(self, key: Array) -> Element:
+    if self.segments:
+      return block_permutation(key, self.segments)
     return jax.random.permutation(key, self.num_nodes)
 
   def act(self, g: Element, x: PyTree) -> PyTree:
     return permute_graph(g, x, self.axis)
+
+
+def permute_edges(perm: Array, x: PyTree, axis: int = 1) -> PyTree:
+  """Reorders the edges: new edge k is old edge perm[k]; the nodes are unchanged.
+
+  A jraph.GraphsTuple: senders, receivers and edge features (a pytree) along axis 0. A graph
+  dict: "senders", "receivers" and "edges" along `axis`. Anything else (a node array, a
+  per-graph output) is returned unchanged: it does not see the order of the edges.
+  """
+  if isinstance(x, jraph.GraphsTuple):
+    take = lambda v: jnp.take(v, perm, axis=0)
+    return x._replace(senders=take(x.senders), receivers=take(x.receivers),
+                      edges=jax.tree.map(take, x.edges))
+  if not isinstance(x, dict):
+    return x
+  out = dict(x)
+  for key in ("senders", "receivers", "edges"):
+    if key in x:
+      out[key] = jnp.take(x[key], perm, axis=axis)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgePermutation(GroupAction):
+  """Reordering of the stored edges (the edge set is unordered, section 6.4): `permute_edges`.
+
+  A message-passing layer must not depend on the order its aggregation sees the messages in:
+  on a GraphsTuple output the check compares the reordered output graph, on node arrays the
+  unchanged ones. `segments`: the edge count of each graph of a batch (its n_edge), so that
+  edges stay within their graph's block as jraph expects.
+  """
+  num_edges: int
+  axis: int = 1
+  out_spatial_axes: tuple[int, ...] = ()
+  segments: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.segments and sum(self.segments) != self.num_edges:
+      raise ValueError(f"segments {self.segments} must sum to num_edges={self.num_edges}")
+
+  def sample(self, key: Array) -> Element:
+    if self.segments:
+      return block_permutation(key, self.segments)
+    return jax.random.permutation(key, self.num_edges)
+
+  def act(self, g: Element, x: PyTree) -> PyTree:
+    return permute_edges(g, x, self.axis)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 The model registry (`dl_jax.models.registry`) holds whole models on 28x28 digits; this one holds
 the building blocks of section 4.4 (convolutions with each padding, pooling stacks, DeepSets
-and graph layers, p4 layers) with an example input each. `tests/test_symmetry.py` checks every
-declared symmetry of every entry of both registries, so adding an entry adds its tests.
+and graph layers, p4 layers) and the message-passing layers of chapter 6 (`dl_jax.graph`, run
+on graph dicts through `OnGraphsTuple`) with an example input each. `tests/test_symmetry.py`
+checks every declared symmetry of every entry of both registries, so adding an entry adds its
+tests.
 """
 
 import dataclasses
@@ -12,7 +14,11 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jraph
 
+from dl_jax.graph import layers as graph_layers
+from dl_jax.graph import message_passing as mp
+from dl_jax.graph import models as graph_models
 from dl_jax.nn import group_conv as gc
 from dl_jax.nn.conv import Conv
 from dl_jax.nn.pool import max_pool
@@ -78,6 +84,74 @@ def random_graph(batch: int, nodes: int, features: int, edges: int | None = None
     return graph
   return make
 
+
+def typed_graph(batch: int, nodes: int, features: int, edges: int, num_types: int):
+  """`random_graph` with edge lists and an int edge type in [0, num_types) per edge ("edges")."""
+  base = random_graph(batch, nodes, features, edges)
+
+  def make(key):
+    k_graph, k_type = jax.random.split(key)
+    return {**base(k_graph), "edges": jax.random.randint(k_type, (batch, edges), 0, num_types)}
+  return make
+
+
+class OnGraphsTuple(nn.Module):
+  """Runs a `dl_jax.graph` module (it takes a jraph.GraphsTuple) on a batch of graph dicts:
+  "nodes" [B, n, F], "senders"/"receivers" [B, E] and optional "edges" [B, E, ...] become one
+  GraphsTuple of B graphs; output nodes come back as [B, n, F'] (per-graph arrays as they are).
+  The node permutation of the dict (`groups.permute_graph`) is then a permutation within each
+  of the B graphs."""
+  layer: nn.Module
+
+  def __call__(self, graph: dict):
+    x = graph["nodes"]
+    b, n = x.shape[:2]
+    e = graph["senders"].shape[1]
+    offset = (jnp.arange(b, dtype=graph["senders"].dtype) * n)[:, None]
+    edges = graph.get("edges")
+    batched = jraph.GraphsTuple(
+        nodes=x.reshape(b * n, *x.shape[2:]),
+        edges=None if edges is None else edges.reshape(b * e, *edges.shape[2:]),
+        senders=(graph["senders"] + offset).reshape(-1),
+        receivers=(graph["receivers"] + offset).reshape(-1),
+        n_node=jnp.full((b,), n, jnp.int32), n_edge=jnp.full((b,), e, jnp.int32), globals=None)
+    out = self.layer(batched)
+    if isinstance(out, jraph.GraphsTuple):
+      return out.nodes.reshape(b, n, *out.nodes.shape[1:])
+    return out
+
+
+def _gnn(name: str, build: Callable[[], nn.Module], symmetry: str, description: str,
+         make_input=None) -> LayerSpec:
+  return LayerSpec(name, lambda: OnGraphsTuple(build()),
+                   make_input or random_graph(2, 10, 4, edges=25), (symmetry,),
+                   description=description)
+
+
+_GNN_SPECS = (
+    _gnn("gnn_gcn", lambda: graph_layers.GCN(8), sym.PERMUTATION_EQUIVARIANT,
+         "GCN, D^-1/2 (A + I) D^-1/2 X W (section 6.5.4)"),
+    _gnn("gnn_gat", lambda: graph_layers.GAT(4, num_heads=2), sym.PERMUTATION_EQUIVARIANT,
+         "GAT, 2 heads concatenated (section 6.5.3)"),
+    _gnn("gnn_sage_mean", lambda: graph_layers.GraphSAGE(8, "mean"),
+         sym.PERMUTATION_EQUIVARIANT, "GraphSAGE, mean aggregator (section 6.5.1)"),
+    _gnn("gnn_sage_maxpool", lambda: graph_layers.GraphSAGE(8, "maxpool"),
+         sym.PERMUTATION_EQUIVARIANT, "GraphSAGE, max-pool aggregator (section 6.5.1)"),
+    _gnn("gnn_ggnn_edge_types", lambda: graph_layers.GatedGNN(8, 2, num_edge_types=3),
+         sym.PERMUTATION_EQUIVARIANT, "Gated GNN, 2 GRU steps, 3 edge types (section 6.5.2)",
+         typed_graph(2, 10, 4, 25, 3)),
+    _gnn("gnn_gin", lambda: graph_layers.GIN(8), sym.PERMUTATION_EQUIVARIANT,
+         "GIN, MLP((1 + eps) x_i + sum_j x_j)"),
+    _gnn("gnn_deepsets_equivariant", lambda: graph_layers.DeepSetsEquivariant(8),
+         sym.PERMUTATION_EQUIVARIANT, "DeepSets layer, each graph a set of nodes"),
+    _gnn("gnn_deepsets_invariant", lambda: graph_layers.DeepSetsInvariant(3, (8,)),
+         sym.PERMUTATION_INVARIANT, "rho(sum_i phi(x_i)) per graph"),
+    _gnn("gnn_readout_sum", lambda: Fn(lambda g: mp.graph_readout(g, "sum")),
+         sym.PERMUTATION_INVARIANT, "graph read-out: sum over each graph's nodes"),
+    _gnn("gnn_graph_gin", lambda: graph_models.build("graph_gin", num_classes=3, hidden=8,
+                                                     num_layers=2),
+         sym.PERMUTATION_INVARIANT, "graph classifier 'graph_gin' (GIN, sum read-out, MLP)"),
+)
 
 _GRID = (sym.TRANSLATION_CIRCULAR_EQUIVARIANT,)
 _P4_MAP = {"group_axis": 3, "out_group_axis": 3}
@@ -146,6 +220,7 @@ _REGISTRY: dict[str, LayerSpec] = {s.name: s for s in (
     LayerSpec("p4m_averaged_cnn", lambda: GroupAveraged(SmallCNN(), groups.Rotation90Flip()),
               normal(2, 12, 12, 1), (sym.ROTATION_REFLECTION_P4M_INVARIANT,),
               description="a plain CNN averaged over the 8 symmetries of the square"),
+    *_GNN_SPECS,
 )}
 
 
