@@ -1,0 +1,176 @@
+"""Skip-gram and CBOW (sections 3.3.1-3.3.2): dl_jax against gensim 4.4.0 on the same corpus.
+
+Both train in this process on the same documents (SOTU + Moby Dick + the wiki sample, 2.46M tokens,
+as `dl_jax.data.text.load_corpus` cuts them) with the same settings: dim 100, window 5, 5 noise
+words, min_count 5, sample 1e-3, 5 epochs, linear learning-rate decay to 0.0001; gensim runs with
+workers=2. Both embeddings are scored by the same evaluator
+(`dl_jax.text.evaluate.analogy_accuracy`, restrict 30k, accuracy over the covered questions).
+Times are wall-clock seconds of training only (gensim: `train()`, after `build_vocab()`; dl_jax:
+from the initial tables to the final ones, compilation included); vocabulary building and encoding
+are listed separately as 'prep'. The models alternate (gensim, dl_jax, gensim, dl_jax), so load
+from other processes falls on both.
+
+dl_jax's breakdown: 'compile' (first call minus a steady one), 'host' (subsampling, padding and
+uploading the epoch streams, timed again apart), the rest is the jitted S-step calls.
+
+Usage: python bench/word2vec.py [--quick] [--models skipgram,cbow] [--epochs 5] [--cores 2]
+  [--batch_size 1024] [--skipgram_lr 0.025] [--cbow_lr 0.05] [--noise_group 1 --noise_pool 0]
+  [--row_scale none] [--no_gensim]
+  --quick: 1 epoch (about a minute); --max_tokens N: the first documents up to N tokens.
+Needs gensim: pip install -e .[bench]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+
+def _pin_cores_from_argv() -> None:
+  """--cores N: run on the first N allowed cores, set before jax and gensim start threads."""
+  argv = sys.argv[1:]
+  for i, arg in enumerate(argv):
+    value = arg.split("=", 1)[1] if arg.startswith("--cores=") else (
+        argv[i + 1] if arg == "--cores" and i + 1 < len(argv) else None)
+    if value is not None and value.isdigit() and int(value) > 0:
+      allowed = sorted(os.sched_getaffinity(0))
+      os.sched_setaffinity(0, allowed[:int(value)])
+
+
+if __name__ == "__main__" and hasattr(os, "sched_setaffinity"):
+  _pin_cores_from_argv()
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from dl_jax.data import text  # pylint: disable=g-import-not-at-top
+from dl_jax.text import evaluate  # pylint: disable=g-import-not-at-top
+from dl_jax.text import train as w2v  # pylint: disable=g-import-not-at-top
+
+
+def _take_tokens(docs, max_tokens):
+  kept, total = [], 0
+  for d in docs:
+    if max_tokens and total >= max_tokens:
+      break
+    kept.append(d)
+    total += len(d)
+  return kept
+
+
+def run_gensim(docs, model, args, questions):
+  from gensim.models import Word2Vec  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  m = Word2Vec(vector_size=100, window=5, negative=5, min_count=5, sample=1e-3, workers=2,
+               sg=int(model == "skipgram"), seed=args.seed, alpha=0.025, min_alpha=0.0001)
+  m.build_vocab(docs)
+  vocab_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  m.train(docs, total_examples=m.corpus_count, epochs=args.epochs)
+  train_s = time.perf_counter() - t0
+  acc = evaluate.analogy_accuracy(m.wv.vectors, m.wv.index_to_key, questions, 30000)
+  return {"train_s": train_s, "prep_s": vocab_s, "vocab": len(m.wv.index_to_key),
+          "accuracy": acc["accuracy"], "coverage": acc["coverage"],
+          "semantic": acc["semantic"]["accuracy"], "syntactic": acc["syntactic"]["accuracy"]}
+
+
+def run_dl_jax(docs, model, args, questions):
+  t0 = time.perf_counter()
+  corpus = w2v.load_encoded((), 5, docs=docs)
+  lr = args.skipgram_lr if model == "skipgram" else args.cbow_lr
+  spec = w2v.StreamSpec(model, "negative_sampling", 5, 5, args.batch_size, args.steps_per_call,
+                        args.row_scale, args.noise_group, args.noise_pool)
+  engine = w2v.Word2Vec(corpus, spec, dim=100, sample=1e-3, epochs=args.epochs, seed=args.seed,
+                        learning_rate=lr, min_learning_rate=0.0001)
+  E, C = engine.init()
+  jax.block_until_ready((E, C))
+  prep_s = time.perf_counter() - t0
+  timing = {"calls": 0, "first_call_s": 0.0, "last": None}
+
+  def on_call(step, arrays, losses, pairs):
+    del step, losses, pairs
+    jax.block_until_ready(arrays)
+    now = time.perf_counter()
+    if timing["calls"] == 0:
+      timing["first_call_s"] = now - t_start
+    timing["calls"] += 1
+    return False
+
+  t_start = time.perf_counter()
+  (E, C), _ = engine.run(E, C, 0, engine.total_steps, on_call)
+  E = np.asarray(jax.block_until_ready(E))
+  train_s = time.perf_counter() - t_start
+  steady = (train_s - timing["first_call_s"]) / max(timing["calls"] - 1, 1)
+  t0 = time.perf_counter()
+  for epoch in range(args.epochs):
+    jax.block_until_ready([jax.numpy.asarray(a) for a in w2v.pad_stream(
+        *w2v.epoch_stream(corpus.ids, corpus.offsets, engine.keep, args.seed, epoch), spec)])
+  host_s = time.perf_counter() - t0
+  acc = evaluate.analogy_accuracy(E, corpus.vocab.words, questions, 30000)
+  return {"train_s": train_s, "host_s": host_s, "prep_s": prep_s, "vocab": len(corpus.vocab),
+          "accuracy": acc["accuracy"], "coverage": acc["coverage"],
+          "semantic": acc["semantic"]["accuracy"], "syntactic": acc["syntactic"]["accuracy"],
+          "compile_s": timing["first_call_s"] - steady, "centers": sum(engine.epoch_lengths),
+          "steps": engine.total_steps}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--models", default="skipgram,cbow")
+  parser.add_argument("--epochs", type=int, default=None)
+  parser.add_argument("--max_tokens", type=int, default=None)
+  parser.add_argument("--cores", type=int, default=0, help="pin to the first N cores (0: all)")
+  parser.add_argument("--batch_size", type=int, default=1024)
+  parser.add_argument("--steps_per_call", type=int, default=32)
+  parser.add_argument("--row_scale", default="none", help="none | sqrt")
+  parser.add_argument("--noise_group", type=int, default=1,
+                      help="consecutive centers sharing noise words (1: word2vec's own k each)")
+  parser.add_argument("--noise_pool", type=int, default=0,
+                      help="noise words per group, weighted 5 / noise_pool (0: 5)")
+  parser.add_argument("--skipgram_lr", type=float, default=0.025)
+  parser.add_argument("--cbow_lr", type=float, default=0.05)
+  parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--no_gensim", action="store_true")
+  args = parser.parse_args()
+  args.epochs = args.epochs or (1 if args.quick else 5)
+  max_tokens = args.max_tokens or 0
+  models = [m for m in args.models.split(",") if m]
+  bad = [m for m in models if m not in ("skipgram", "cbow")]
+  if bad:
+    print(f"error: unknown model {bad[0]!r}; accepted: skipgram, cbow", file=sys.stderr)
+    sys.exit(2)
+
+  docs = _take_tokens(text.load_corpus(), max_tokens)
+  questions = text.load_analogies()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  print(f"corpus: {len(docs)} documents, {sum(map(len, docs)):,} tokens; {args.epochs} epoch(s); "
+        f"{cores} core(s); jax {jax.__version__} on {jax.devices()[0].device_kind}; "
+        f"dl_jax batch {args.batch_size} centers x {args.steps_per_call} steps per call, "
+        f"noise group {args.noise_group} pool {args.noise_pool or 5}")
+  rows = []
+  for model in models:
+    g = None if args.no_gensim else run_gensim(docs, model, args, questions)
+    d = run_dl_jax(docs, model, args, questions)
+    for name, r in (("gensim", g), ("dl_jax", d)):
+      if r is None:
+        continue
+      extra = (f"  (compile {r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
+               f"{r['centers'] / r['train_s'] / 1e3:.0f}k "
+               f"centers/s, {r['steps']} steps)" if name == "dl_jax" else "")
+      print(f"{model:8s} {name:6s}  train {r['train_s']:6.1f} s  prep {r['prep_s']:4.1f} s  "
+            f"vocab {r['vocab']:6d}  analogy {100 * r['accuracy']:5.2f} % (coverage "
+            f"{100 * r['coverage']:4.1f} %, semantic {100 * r['semantic']:5.2f} %, syntactic "
+            f"{100 * r['syntactic']:5.2f} %){extra}", flush=True)
+    rows.append((model, g, d))
+  if not args.no_gensim:
+    print("ratios dl_jax / gensim:")
+    for model, g, d in rows:
+      print(f"  {model:8s} time {d['train_s'] / g['train_s']:.2f}x  analogy accuracy "
+            f"{d['accuracy'] / max(g['accuracy'], 1e-9):.2f}x")
+
+
+if __name__ == "__main__":
+  main()
