@@ -15,7 +15,7 @@ uploading the epoch streams, timed again apart), the rest is the jitted S-step c
 
 Usage: python bench/word2vec.py [--quick] [--models skipgram,cbow] [--epochs 5] [--cores 2]
   [--batch_size 1024] [--skipgram_lr 0.025] [--cbow_lr 0.05] [--noise_group 1 --noise_pool 0]
-  [--row_scale none] [--no_gensim]
+  [--row_scale none] [--engine auto] [--no_gensim]
   --quick: 1 epoch (about a minute); --max_tokens N: the first documents up to N tokens.
 Needs gensim: pip install -e .[bench]
 """
@@ -81,7 +81,8 @@ def run_dl_jax(docs, model, args, questions):
   corpus = w2v.load_encoded((), 5, docs=docs)
   lr = args.skipgram_lr if model == "skipgram" else args.cbow_lr
   spec = w2v.StreamSpec(model, "negative_sampling", 5, 5, args.batch_size, args.steps_per_call,
-                        args.row_scale, args.noise_group, args.noise_pool)
+                        args.row_scale, args.noise_group, args.noise_pool, args.engine,
+                        args.native_threads)
   engine = w2v.Word2Vec(corpus, spec, dim=100, sample=1e-3, epochs=args.epochs, seed=args.seed,
                         learning_rate=lr, min_learning_rate=0.0001)
   E, C = engine.init()
@@ -113,7 +114,7 @@ def run_dl_jax(docs, model, args, questions):
           "accuracy": acc["accuracy"], "coverage": acc["coverage"],
           "semantic": acc["semantic"]["accuracy"], "syntactic": acc["syntactic"]["accuracy"],
           "compile_s": timing["first_call_s"] - steady, "centers": sum(engine.epoch_lengths),
-          "steps": engine.total_steps}
+          "steps": engine.total_steps, "engine": engine.engine}
 
 
 def main():
@@ -133,6 +134,10 @@ def main():
   parser.add_argument("--skipgram_lr", type=float, default=0.025)
   parser.add_argument("--cbow_lr", type=float, default=0.05)
   parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--engine", default="auto",
+                      help="auto | xla | native (word2vec's sequential SGD in C++ via XLA's FFI)")
+  parser.add_argument("--native_threads", type=int, default=2,
+                      help="native engine: 1 (sequential) or 2 (two halves of each step)")
   parser.add_argument("--no_gensim", action="store_true")
   args = parser.parse_args()
   args.epochs = args.epochs or (1 if args.quick else 5)
@@ -157,7 +162,7 @@ def main():
     for name, r in (("gensim", g), ("dl_jax", d)):
       if r is None:
         continue
-      extra = (f"  (compile {r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
+      extra = (f"  ({r['engine']} engine, {args.native_threads} thread(s), compile {r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
                f"{r['centers'] / r['train_s'] / 1e3:.0f}k "
                f"centers/s, {r['steps']} steps)" if name == "dl_jax" else "")
       print(f"{model:8s} {name:6s}  train {r['train_s']:6.1f} s  prep {r['prep_s']:4.1f} s  "

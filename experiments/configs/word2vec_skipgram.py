@@ -31,6 +31,8 @@ def word2vec_config() -> ml_collections.ConfigDict:
   config.negative = 5  # k noise words per center
   config.noise_group = 1  # consecutive centers sharing their noise words (1: word2vec's way)
   config.noise_pool = 0  # noise words per group, weighted k / noise_pool (0: k)
+  config.engine = "auto"  # auto (native on a CPU if it builds, else xla) | xla | native
+  config.native_threads = 1  # native engine: 1 (word2vec's sequential loop) or 2
   config.epochs = 5
   config.batch_size = 1024  # centers per step
   config.steps_per_call = 32  # steps per jitted call (lax.scan)

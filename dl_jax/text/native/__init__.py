@@ -1,0 +1,183 @@
+"""word2vec's sequential SGD as a native CPU kernel, called from JAX through XLA's FFI.
+
+XLA:CPU runs the many tiny per-pair dot products of skip-gram and CBOW (section 3.3) one fused op
+at a time; `word2vec_kernel.cc` runs word2vec.c's inner loop over a step's centers instead (see
+its header for the exact update). The source is compiled on first use with the system C++
+compiler into `<data dir>/native/word2vec_<hash>.so`, the hash covering the source, the jaxlib
+version, the compiler and the flags (the instruction set is picked from this CPU's flags, so a
+cached library is never run on a CPU without them), built under a temporary name and renamed
+atomically, then registered as the FFI target `dl_jax_word2vec_step` for the CPU platform.
+"""
+
+import ctypes
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+from absl import logging
+
+from dl_jax.errors import DlJaxError
+
+TARGET = "dl_jax_word2vec_step"
+SOURCE = pathlib.Path(__file__).with_name("word2vec_kernel.cc")
+
+_X86_64_V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+_X86_64_V2 = {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}
+
+_lock = threading.Lock()
+_state = {"library": None, "error": None}
+
+
+class NativeBuildError(DlJaxError):
+  """The native kernel could not be compiled or loaded."""
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("flags"):
+        return set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return set()
+
+
+def arch_flags() -> list[str]:
+  """-march for this CPU: x86-64-v3 (AVX2, FMA) or v2 where the CPU has them, else the default."""
+  if platform.machine() not in ("x86_64", "AMD64"):
+    return []
+  flags = _cpu_flags()
+  if _X86_64_V3 <= flags:
+    return ["-march=x86-64-v3"]
+  if _X86_64_V2 <= flags:
+    return ["-march=x86-64-v2"]
+  return []
+
+
+def compiler() -> str | None:
+  """The C++ compiler: $CXX, else g++, else c++, else clang++ (None if there is none)."""
+  for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _compile_flags() -> list[str]:
+  return ["-O3", "-shared", "-fPIC", "-std=c++17", "-fopenmp-simd", "-fno-math-errno",
+          *arch_flags(), f"-I{jax.ffi.include_dir()}"]
+
+
+def library_path(data_dir: str | None = None) -> pathlib.Path:
+  """Builds the kernel if no library for (source, jaxlib, compiler, flags) is cached yet."""
+  from dl_jax.data import fetch  # pylint: disable=g-import-not-at-top
+  cxx = compiler()
+  if cxx is None:
+    raise NativeBuildError("no C++ compiler found ($CXX, g++, c++ or clang++) to build the "
+                           "native word2vec kernel; install one (e.g. apt-get install g++) or set "
+                           "config.engine='xla'")
+  flags = _compile_flags()
+  try:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout.splitlines()[:1]
+  except (OSError, subprocess.SubprocessError) as e:
+    raise NativeBuildError(f"C++ compiler {cxx} does not run ({e}); set config.engine='xla'")
+  digest = hashlib.sha256()
+  for part in (SOURCE.read_bytes(), jaxlib.__version__.encode(), "\n".join(version).encode(),
+               " ".join(flags).encode()):
+    digest.update(part)
+    digest.update(b"\0")
+  out_dir = fetch.data_dir(data_dir) / "native"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / f"word2vec_{digest.hexdigest()[:16]}.so"
+  if path.exists():
+    return path
+  fd, tmp = tempfile.mkstemp(suffix=".so", prefix=".word2vec_", dir=out_dir)
+  os.close(fd)
+  cmd = [cxx, *flags, str(SOURCE), "-o", tmp]
+  logging.info("building the native word2vec kernel: %s", " ".join(cmd))
+  try:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+      raise NativeBuildError(f"building the native word2vec kernel failed ({' '.join(cmd)}): "
+                             f"{result.stderr.strip()[-1500:]}; set config.engine='xla'")
+    os.replace(tmp, path)
+  except subprocess.TimeoutExpired as e:
+    raise NativeBuildError(f"building the native word2vec kernel timed out ({e}); "
+                           "set config.engine='xla'") from e
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  return path
+
+
+def load(data_dir: str | None = None) -> None:
+  """Builds (once) and registers the FFI target; raises NativeBuildError if it cannot."""
+  with _lock:
+    if _state["library"] is not None:
+      return
+    if _state["error"] is not None:
+      raise NativeBuildError(_state["error"])
+    try:
+      path = library_path(data_dir)
+      try:
+        lib = ctypes.CDLL(str(path))
+        handler = lib.DlJaxWord2VecStep
+      except (OSError, AttributeError) as e:
+        raise NativeBuildError(f"cannot load the native word2vec kernel {path}: {e}; delete it "
+                               "to rebuild, or set config.engine='xla'") from e
+      jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler),
+                                  platform="cpu")
+    except NativeBuildError as e:
+      _state["error"] = str(e)
+      raise
+    _state["library"] = lib
+
+
+def available(data_dir: str | None = None) -> bool:
+  """True if the kernel builds and loads here (a failure is logged once as a warning)."""
+  try:
+    load(data_dir)
+    return True
+  except NativeBuildError as e:
+    logging.warning("native word2vec kernel unavailable, using the XLA engine: %s", e)
+    return False
+
+
+def word2vec_step(E: jax.Array, C: jax.Array, tokens: jax.Array, docs: jax.Array,
+                  widths: jax.Array, negatives: jax.Array, lr: jax.Array, count: jax.Array, *,
+                  cbow: bool, window: int, threads: int = 1):
+  """One step of word2vec's sequential SGD (CPU only; call `load` first).
+
+  Args:
+    E, C: (V, D) float32 input and output embeddings; updated in place where XLA can (aliased).
+    tokens, docs: (N + 2L,) int32 stream slice, the N centers at [L, L + N); docs < 0 on padding.
+    widths: (N,) int32 window widths in [1, L] (`models.window_widths`).
+    negatives: (N, k) noise words per center (shared by its pairs), or (N, 2L, k) per context
+      slot (skip-gram; CBOW uses slot 0).
+    lr: float32 scalar learning rate; count: int32 scalar, centers to train (0: no-op step).
+    threads: 1 (word2vec's sequential loop) or 2: each thread runs it on half of the centers from
+      the tables as they were at the start of the step, then both halves' changes are added
+      (first half first); as deterministic as 1 thread, but not the same numbers.
+  Returns:
+    (E, C, loss, pairs): the updated tables, the summed loss of the step's pairs (skip-gram) or
+    windows (CBOW) before their updates, and their number, float32.
+  """
+  n = widths.shape[0]
+  negatives = negatives.reshape(n, -1 if negatives.ndim == 3 else 1, negatives.shape[-1])
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct(E.shape, jnp.float32),
+                                   jax.ShapeDtypeStruct(C.shape, jnp.float32), scalar, scalar),
+                          input_output_aliases={0: 0, 1: 1})
+  return call(E, C, tokens.astype(jnp.int32), docs.astype(jnp.int32), widths.astype(jnp.int32),
+              negatives.astype(jnp.int32), jnp.asarray(lr, jnp.float32),
+              jnp.asarray(count, jnp.int32), cbow=np.int64(bool(cbow)),
+              window=np.int64(window), threads=np.int64(threads))
