@@ -56,7 +56,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------
 # Preemption: SIGTERM asks the loop to checkpoint and return at the next step boundary.
 
-class _StopRequest:
+class StopRequest:
+  """Context manager: `requested` turns True on SIGTERM (handled in the main thread only)."""
 
   def __init__(self):
     self.requested = False
@@ -85,7 +86,8 @@ def _evaluate(state, split, batch_size, mesh, eval_fn) -> dict:
   return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
 
 
-def _versions() -> dict:
+def versions() -> dict:
+  """Versions of the stack, recorded in results.json."""
   return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax_checkpoint": getattr(ocp, "__version__", "unknown")}
 
@@ -173,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     pending = []
     return mean, rate
 
-  with _StopRequest() as stop:
+  with StopRequest() as stop:
     for step in range(start_step + 1, total_steps + 1):
       batch = sharding.shard_batch(next(stream), mesh)
       state, step_metrics = train_fn(state, batch)
@@ -218,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       "batch_size": config.batch_size, "seed": config.seed,
       "platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
       "num_devices": mesh.devices.size, "num_processes": jax.process_count(),
-      "versions": _versions(), "config": config.to_dict(),
+      "versions": versions(), "config": config.to_dict(),
   }
   if is_chief:
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
