@@ -14,8 +14,11 @@ dl_jax's breakdown: 'compile' (first call minus a steady one), 'host' (subsampli
 uploading the epoch streams, timed again apart), the rest is the jitted S-step calls.
 
 Usage: python bench/word2vec.py [--quick] [--models skipgram,cbow] [--epochs 5] [--cores 2]
-  [--batch_size 1024] [--skipgram_lr 0.025] [--cbow_lr 0.05] [--noise_group 1 --noise_pool 0]
-  [--row_scale none] [--engine auto] [--no_gensim]
+  [--batch_size 0] [--steps_per_call 32] [--skipgram_lr 0.025] [--cbow_lr 0.05]
+  [--noise_group 1 --noise_pool 0] [--row_scale none] [--engine auto] [--native_threads 0]
+  [--no_gensim]
+  --batch_size 0 and --native_threads 0: the experiment configs' defaults (8192 centers per step
+  with the native engine, 1024 with xla; skip-gram 2 threads, CBOW 1).
   --quick: 1 epoch (about a minute); --max_tokens N: the first documents up to N tokens.
 Needs gensim: pip install -e .[bench]
 """
@@ -50,6 +53,10 @@ from dl_jax.text import evaluate  # pylint: disable=g-import-not-at-top
 from dl_jax.text import train as w2v  # pylint: disable=g-import-not-at-top
 
 
+# Threads of the native engine per model, as in experiments/configs/word2vec_{skipgram,cbow}.py.
+NATIVE_THREADS = {"skipgram": 2, "cbow": 1}
+
+
 def _take_tokens(docs, max_tokens):
   kept, total = [], 0
   for d in docs:
@@ -80,9 +87,9 @@ def run_dl_jax(docs, model, args, questions):
   t0 = time.perf_counter()
   corpus = w2v.load_encoded((), 5, docs=docs)
   lr = args.skipgram_lr if model == "skipgram" else args.cbow_lr
+  threads = args.native_threads or NATIVE_THREADS[model]
   spec = w2v.StreamSpec(model, "negative_sampling", 5, 5, args.batch_size, args.steps_per_call,
-                        args.row_scale, args.noise_group, args.noise_pool, args.engine,
-                        args.native_threads)
+                        args.row_scale, args.noise_group, args.noise_pool, args.engine, threads)
   engine = w2v.Word2Vec(corpus, spec, dim=100, sample=1e-3, epochs=args.epochs, seed=args.seed,
                         learning_rate=lr, min_learning_rate=0.0001)
   E, C = engine.init()
@@ -114,7 +121,8 @@ def run_dl_jax(docs, model, args, questions):
           "accuracy": acc["accuracy"], "coverage": acc["coverage"],
           "semantic": acc["semantic"]["accuracy"], "syntactic": acc["syntactic"]["accuracy"],
           "compile_s": timing["first_call_s"] - steady, "centers": sum(engine.epoch_lengths),
-          "steps": engine.total_steps, "engine": engine.engine}
+          "steps": engine.total_steps, "engine": engine.engine, "batch": engine.spec.batch,
+          "threads": threads}
 
 
 def main():
@@ -124,7 +132,8 @@ def main():
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--max_tokens", type=int, default=None)
   parser.add_argument("--cores", type=int, default=0, help="pin to the first N cores (0: all)")
-  parser.add_argument("--batch_size", type=int, default=1024)
+  parser.add_argument("--batch_size", type=int, default=0,
+                      help="centers per step (0: 8192 native, 1024 xla)")
   parser.add_argument("--steps_per_call", type=int, default=32)
   parser.add_argument("--row_scale", default="none", help="none | sqrt")
   parser.add_argument("--noise_group", type=int, default=1,
@@ -136,8 +145,9 @@ def main():
   parser.add_argument("--seed", type=int, default=1)
   parser.add_argument("--engine", default="auto",
                       help="auto | xla | native (word2vec's sequential SGD in C++ via XLA's FFI)")
-  parser.add_argument("--native_threads", type=int, default=2,
-                      help="native engine: 1 (sequential) or 2 (two halves of each step)")
+  parser.add_argument("--native_threads", type=int, default=0,
+                      help="native engine: 1 (sequential) or 2 (two halves of each step); "
+                      "0: the config's (skip-gram 2, CBOW 1)")
   parser.add_argument("--no_gensim", action="store_true")
   args = parser.parse_args()
   args.epochs = args.epochs or (1 if args.quick else 5)
@@ -153,7 +163,8 @@ def main():
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   print(f"corpus: {len(docs)} documents, {sum(map(len, docs)):,} tokens; {args.epochs} epoch(s); "
         f"{cores} core(s); jax {jax.__version__} on {jax.devices()[0].device_kind}; "
-        f"dl_jax batch {args.batch_size} centers x {args.steps_per_call} steps per call, "
+        f"dl_jax batch {args.batch_size or 'default'} centers x {args.steps_per_call} steps per "
+        "call, "
         f"noise group {args.noise_group} pool {args.noise_pool or 5}")
   rows = []
   for model in models:
@@ -162,7 +173,8 @@ def main():
     for name, r in (("gensim", g), ("dl_jax", d)):
       if r is None:
         continue
-      extra = (f"  ({r['engine']} engine, {args.native_threads} thread(s), compile {r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
+      extra = (f"  ({r['engine']} engine, batch {r['batch']}, {r['threads']} thread(s), compile "
+               f"{r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
                f"{r['centers'] / r['train_s'] / 1e3:.0f}k "
                f"centers/s, {r['steps']} steps)" if name == "dl_jax" else "")
       print(f"{model:8s} {name:6s}  train {r['train_s']:6.1f} s  prep {r['prep_s']:4.1f} s  "

@@ -99,6 +99,56 @@ def test_kernel_equals_sequential_numpy_reference(model, per_slot, threads):
     assert not np.allclose(re, E, atol=1e-3) and not np.allclose(rc, C, atol=1e-3)
 
 
+@pytest.mark.parametrize("model, threads", [("skipgram", 1), ("cbow", 1), ("skipgram", 2),
+                                            ("cbow", 2)])
+def test_kernel_drawing_its_own_randomness_equals_the_reference_on_the_numpy_draws(model, threads):
+  L, k, lr, count, cbow = 2, 3, 0.2, 6, model == "cbow"
+  accept, alias = models.alias_table(np.array([5.0, 1.0, 0.5, 3.0, 2.0, 0.1]))
+  for seed in range(3):
+    E, C, toks, docs, _, _ = _case(seed, L=L, k=k)
+    key = np.asarray(jax.random.fold_in(jax.random.PRNGKey(seed), 7), np.uint32)
+    widths, negs = native.draws(key, len(toks) - 2 * L, cbow=cbow, window=L, negative=k,
+                                accept=accept, alias=alias)
+    assert negs.shape == (len(widths), 1 if cbow else 2 * L, k)
+    got = jax.jit(lambda e, c, *a: native.word2vec_step_rng(
+        e, c, *a, cbow=cbow, window=L, negative=k, threads=threads))(
+            jnp.asarray(E), jnp.asarray(C), toks, docs, key, accept, alias, np.float32(lr),
+            np.int32(count))
+    given = native.word2vec_step(jnp.asarray(E), jnp.asarray(C), toks, docs, widths, negs,
+                                 np.float32(lr), np.int32(count), cbow=cbow, window=L,
+                                 threads=threads)
+    for a, b in zip(got, given):  # the same draws: the same bits
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if threads == 1:
+      re, rc, rloss, rpairs = _reference_step(E, C, toks, docs, widths, negs, lr, count, cbow, L)
+      assert float(got[3]) == rpairs > 2
+      np.testing.assert_allclose(np.asarray(got[0]), re, atol=1e-6)
+      np.testing.assert_allclose(np.asarray(got[1]), rc, atol=1e-6)
+      np.testing.assert_allclose(float(got[2]), rloss, rtol=1e-5)
+
+
+def test_numpy_draws_follow_word2vec_distributions():
+  L, k, n = 5, 5, 4000
+  p = np.array([40.0, 20.0, 10.0, 5.0, 3.0, 1.0, 1.0, 0.0]) ** 0.75
+  accept, alias = models.alias_table(p)
+  widths, negs = native.draws(np.array([3, 4], np.uint32), n, cbow=False, window=L, negative=k,
+                              accept=accept, alias=alias)
+  # Widths uniform in [1, L] (word2vec's reduced window).
+  freq = np.bincount(widths, minlength=L + 1)[1:] / n
+  assert widths.min() == 1 and widths.max() == L
+  np.testing.assert_allclose(freq, 1 / L, atol=0.02)
+  # Noise words from unigram^0.75, never a word of probability 0.
+  counts = np.bincount(negs.reshape(-1), minlength=len(p))
+  np.testing.assert_allclose(counts / counts.sum(), p / p.sum(), atol=0.005)
+  assert counts[-1] == 0
+  # Fresh noise words for each (center, context) pair: the slots of a center differ.
+  assert np.mean(np.all(negs[:, :1] == negs[:, 1:], axis=-1)) < 0.01
+  # CBOW: one set per center; another seed: other draws.
+  w2, n2 = native.draws(np.array([3, 5], np.uint32), n, cbow=True, window=L, negative=k,
+                        accept=accept, alias=alias)
+  assert n2.shape == (n, 1, k) and not np.array_equal(w2, widths)
+
+
 def test_one_pair_update_is_minus_lr_times_the_gradient_of_the_pair_loss():
   rng = np.random.default_rng(3)
   V, D, lr = 8, 6, 0.3
@@ -185,6 +235,12 @@ def test_xla_engine_still_trains_and_auto_picks_native_on_cpu():
   spec = w2v.StreamSpec("cbow", "negative_sampling", 3, 4, 64, 8)
   assert w2v.resolve_engine(spec) == "native"
   assert w2v.resolve_engine(w2v.StreamSpec("cbow", "softmax", 3, 4, 64, 8)) == "xla"
+  # batch 0: the engine's default number of centers per step.
+  for engine, batch in (("native", 8192), ("xla", 1024)):
+    spec = w2v.StreamSpec("cbow", "negative_sampling", 3, 4, 0, 8, engine=engine)
+    eng = w2v.Word2Vec(corpus, spec, dim=8, sample=1e-2, epochs=1, seed=0, learning_rate=0.05,
+                       min_learning_rate=1e-4)
+    assert eng.spec.batch == batch and eng.total_steps == -(-eng.epoch_lengths[0] // batch)
 
 
 def test_engine_errors_name_the_value_and_what_is_accepted(monkeypatch, tmp_path):

@@ -60,6 +60,8 @@ def test_stopped_and_resumed_run_ends_with_the_same_vectors(short_run, tmp_path,
 @pytest.mark.parametrize("flag, message", [
     ("--config.model=glove", "unknown model 'glove'; accepted: skipgram, cbow, nplm"),
     ("--config.dim=-3", "dim=-3 must be a positive integer"),
+    ("--config.batch_size=-2", "batch_size=-2 must be a positive integer or 0 (the engine's "
+     "default: 8192 native, 1024 xla)"),
 ])
 def test_bad_config_exits_2_with_one_message(flag, message, tmp_path, run_experiment):
   result = run_experiment("word2vec_skipgram", tmp_path / "run", flag)

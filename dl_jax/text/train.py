@@ -8,7 +8,7 @@ How skip-gram and CBOW train fast on a CPU. The corpus of an epoch is one stream
 (after word2vec's subsampling of frequent words, pure in (seed, epoch)). A step takes the next N
 centers and the slice of N + 2L stream tokens around them; the window of each center is a static
 shifted slice of that slice, so the rows of E are gathered once per token, not once per pair
-(`models.stream_*_ns_loss`). Its k noise words are drawn in JAX from an alias table of
+(`models.stream_*_ns_loss`). In this XLA body, its k noise words are drawn in JAX from an alias table of
 unigram^0.75, once per center and shared by the center's up to 2L pairs (per-pair noise words
 would gather 2L times as many rows). Gradients with respect to the gathered rows come from
 `jax.grad` and are applied as sparse SGD, `E.at[ids].add(-lr * g)`, on donated tables, with
@@ -19,10 +19,17 @@ of the averaged context to every context word undivided, as word2vec does.
 
 On a CPU, engine "native" (the default "auto" picks it when it builds) replaces the step's XLA
 body by word2vec's own sequential SGD in C++ (`dl_jax.text.native`, called through XLA's FFI in
-the same `lax.scan`, tables updated in place); window widths, noise words and the learning rate
-still come from JAX and fold_in(key, step), so it is as deterministic and resumable. Measured
-(bench/word2vec.py, 5 epochs, batch 8192, 2 busy cores): skip-gram 25.7 s / 6.2 % analogies,
-CBOW 12.3 s / 6.7 %, against 50-80 s with the XLA body.
+the same `lax.scan`, tables updated in place). The kernel draws the window widths and the noise
+words itself, with a counter-based generator (splitmix64 of the step's seed, the key data of
+fold_in(key, step), and the center's index) and the alias table of unigram^0.75; skip-gram gets
+fresh noise words for every (center, context) pair, as word2vec.c and gensim. A step's draws
+depend on nothing else, so the engine is as deterministic and resumable as the XLA one. Its steps
+are 8192 centers (batch_size 0; the XLA engine's 1024); `native_threads` 2 trains the two halves
+of a step on two threads from the same starting tables and adds both changes (deterministic).
+Measured (bench/word2vec.py defaults, 5 epochs, 2 cores shared with other processes, load average
+2-3, gensim 4.4.0 workers=2 in the same process): skip-gram 16.1 s / 6.39 % analogies (2 threads;
+6.73 % and 6.67 % with seeds 2 and 3) against gensim's 36.1 s / 6.69 %; CBOW 5.8 s / 6.86 %
+(1 thread) against 5.3 s / 4.66 %; 50-80 s with the XLA body.
 
 Options measured in bench/word2vec.py: `noise_group` / `noise_pool` let groups of consecutive
 centers share k' noise words, weighted k / k' so that the expected loss is unchanged (fewer rows to
@@ -35,23 +42,19 @@ import dataclasses
 import functools
 import json
 import math
-import platform
-import signal
-import threading
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.text import models
 from dl_jax.train import checkpoint, metrics
+from dl_jax.train.loop import StopRequest, versions
 
 
 class NonFiniteError(DlJaxError):
@@ -61,6 +64,9 @@ class NonFiniteError(DlJaxError):
 
 ROW_SCALES = ("sqrt", "none")
 ENGINES = ("auto", "xla", "native")
+# Centers per step when batch_size is 0: the native kernel's sequential loop gains from long steps
+# (fewer calls), the XLA body's summed sparse updates from short ones.
+DEFAULT_BATCH = {"native": 8192, "xla": 1024}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,9 +83,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"unknown model {config.model!r}; accepted: {', '.join(models.MODELS)}")
   if config.loss not in models.LOSSES:
     raise ConfigError(f"unknown loss {config.loss!r}; accepted: {', '.join(models.LOSSES)}")
-  for key in ("dim", "window", "negative", "min_count", "epochs", "batch_size", "steps_per_call",
+  for key in ("dim", "window", "negative", "min_count", "epochs", "steps_per_call",
               "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     positive_int(key)
+  if config.model == "nplm":
+    positive_int("batch_size")
+  elif (not isinstance(config.batch_size, int) or isinstance(config.batch_size, bool)
+        or config.batch_size < 0):
+    raise ConfigError(f"batch_size={config.batch_size!r} must be a positive integer or 0 (the "
+                      f"engine's default: {DEFAULT_BATCH['native']} native, "
+                      f"{DEFAULT_BATCH['xla']} xla)")
   positive_int("noise_group")
   if config.batch_size % config.noise_group:
     raise ConfigError(f"noise_group={config.noise_group} must divide batch_size="
@@ -165,7 +178,7 @@ class StreamSpec:
   loss: str  # negative_sampling | softmax
   window: int  # L
   negative: int  # k
-  batch: int  # N centers per step
+  batch: int  # N centers per step (0: DEFAULT_BATCH of the engine that runs)
   steps_per_call: int  # S steps per jitted call
   row_scale: str = "none"
   noise_group: int = 1  # consecutive centers sharing noise words (1: each its own k)
@@ -265,17 +278,22 @@ def make_word2vec_call(spec: StreamSpec, vocab_size: int):
     toks = jax.lax.dynamic_slice(tokens, (start,), (N + 2 * L,))
     doc = jax.lax.dynamic_slice(docs, (start,), (N + 2 * L,))
     g = step0 + s  # global step (0-based) of this step
-    kw, kn = jax.random.split(jax.random.fold_in(key, g))
-    widths = models.window_widths(kw, N, L)
     progress = g.astype(jnp.float32) / total_steps
     if spec.engine == "native":
+      # Widths and noise words are drawn in the kernel from (seed of this step, center index):
+      # the same global step draws the same numbers whatever the call boundaries.
       from dl_jax.text import native  # pylint: disable=g-import-not-at-top
       lr = jnp.maximum(lr0 - (lr0 - lr_min) * progress, lr_min)
-      negs = models.sample_alias(kn, accept, alias, (N, k))
-      E, C, loss, pairs = native.word2vec_step(
-          E, C, toks, doc, widths, negs, lr, jnp.where(s < limit, N, 0),
-          cbow=spec.model == "cbow", window=L, threads=spec.native_threads)
+      seed = jax.random.fold_in(key, g)
+      if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        seed = jax.random.key_data(seed)
+      E, C, loss, pairs = native.word2vec_step_rng(
+          E, C, toks, doc, seed, accept, alias, lr, jnp.where(s < limit, N, 0),
+          cbow=spec.model == "cbow", window=L, negative=spec.negative,
+          threads=spec.native_threads)
       return (E, C), (loss, pairs)
+    kw, kn = jax.random.split(jax.random.fold_in(key, g))
+    widths = models.window_widths(kw, N, L)
     mask = models.stream_window_mask(doc, doc >= 0, widths, L)
     lr = jnp.maximum(lr0 - (lr0 - lr_min) * progress, lr_min) * (s < limit)
     centers = toks[L:L + N]
@@ -342,6 +360,8 @@ class Word2Vec:
                seed: int, learning_rate: float, min_learning_rate: float,
                data_dir: str | None = None):
     spec = dataclasses.replace(spec, engine=resolve_engine(spec, data_dir))
+    if spec.batch == 0:
+      spec = dataclasses.replace(spec, batch=DEFAULT_BATCH[spec.engine])
     self.engine = spec.engine  # the engine that runs: "xla" or "native"
     self.corpus, self.spec, self.dim, self.epochs, self.seed = corpus, spec, dim, epochs, seed
     self.vocab_size = len(corpus.vocab)
@@ -502,34 +522,6 @@ class NPLM:
             "bigram_lambda": best}
 
 
-# ---------------------------------------------------------------------------------------------
-# Preemption: SIGTERM asks the loop to checkpoint and return at the next call boundary.
-
-class _StopRequest:
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def _versions() -> dict:
-  return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-          "optax": optax.__version__, "orbax_checkpoint": getattr(ocp, "__version__", "unknown")}
-
-
 def _plot_loss(metrics_path, out_path, title: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = [r for r in metrics.read_metrics(metrics_path) if r["split"] == "train"]
@@ -597,7 +589,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     logging.info("word2vec engine: %s", engine.engine)
     E, C = engine.init()
     state = {"E": E, "C": C}
-  examples_per_step = config.batch_size  # centers (word2vec) or n-grams (NPLM) per step
+  # centers (word2vec) or n-grams (NPLM) per step
+  examples_per_step = config.batch_size if config.model == "nplm" else engine.spec.batch
   schedule_steps = engine.total_steps
   total_steps = min(schedule_steps, config.max_steps) if config.max_steps else schedule_steps
   steps_per_epoch = schedule_steps / config.epochs
@@ -628,7 +621,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                      "train_time_s": np.asarray(train_time + time.perf_counter() - seg_start)})
     last["saved"] = step
 
-  with _StopRequest() as stop:
+  with StopRequest() as stop:
     def on_call(step, arrays, losses, pairs):
       nonlocal state
       state = dict(zip(keys, arrays))
@@ -684,7 +677,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   results.update(evaluate_embeddings(vectors, words, data_dir, run_dir))
   evaluate.save_word2vec_text(run_dir / "vectors.txt", words, vectors)
   results.update({"seed": config.seed, "platform": jax.default_backend(),
-                  "device_kind": jax.devices()[0].device_kind, "versions": _versions(),
+                  "device_kind": jax.devices()[0].device_kind, "versions": versions(),
                   "config": config.to_dict()})
   (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
   _plot_loss(run_dir / "metrics.jsonl", run_dir / "learning_curves.png",

@@ -6,7 +6,9 @@ its header for the exact update). The source is compiled on first use with the s
 compiler into `<data dir>/native/word2vec_<hash>.so`, the hash covering the source, the jaxlib
 version, the compiler and the flags (the instruction set is picked from this CPU's flags, so a
 cached library is never run on a CPU without them), built under a temporary name and renamed
-atomically, then registered as the FFI target `dl_jax_word2vec_step` for the CPU platform.
+atomically, then registered as the FFI targets `dl_jax_word2vec_step` (window widths and noise
+words given) and `dl_jax_word2vec_step_rng` (drawn in the kernel by a counter-based generator,
+`draws` is its numpy twin) for the CPU platform.
 """
 
 import ctypes
@@ -28,6 +30,7 @@ from absl import logging
 from dl_jax.errors import DlJaxError
 
 TARGET = "dl_jax_word2vec_step"
+TARGET_RNG = "dl_jax_word2vec_step_rng"
 SOURCE = pathlib.Path(__file__).with_name("word2vec_kernel.cc")
 
 _X86_64_V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
@@ -130,12 +133,12 @@ def load(data_dir: str | None = None) -> None:
       path = library_path(data_dir)
       try:
         lib = ctypes.CDLL(str(path))
-        handler = lib.DlJaxWord2VecStep
+        handlers = {TARGET: lib.DlJaxWord2VecStep, TARGET_RNG: lib.DlJaxWord2VecStepRng}
       except (OSError, AttributeError) as e:
         raise NativeBuildError(f"cannot load the native word2vec kernel {path}: {e}; delete it "
                                "to rebuild, or set config.engine='xla'") from e
-      jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler),
-                                  platform="cpu")
+      for name, handler in handlers.items():
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
     except NativeBuildError as e:
       _state["error"] = str(e)
       raise
@@ -181,3 +184,70 @@ def word2vec_step(E: jax.Array, C: jax.Array, tokens: jax.Array, docs: jax.Array
               negatives.astype(jnp.int32), jnp.asarray(lr, jnp.float32),
               jnp.asarray(count, jnp.int32), cbow=np.int64(bool(cbow)),
               window=np.int64(window), threads=np.int64(threads))
+
+
+def word2vec_step_rng(E: jax.Array, C: jax.Array, tokens: jax.Array, docs: jax.Array,
+                      seed: jax.Array, accept: jax.Array, alias: jax.Array, lr: jax.Array,
+                      count: jax.Array, *, cbow: bool, window: int, negative: int,
+                      threads: int = 1):
+  """`word2vec_step` with the window widths and noise words drawn in the kernel.
+
+  The draws of center t are `draws(seed, ...)[:, t]`: a pure function of (seed, t), so a step
+  with the same seed gives the same bits whatever the threads' split or the call boundaries.
+  Skip-gram draws k fresh noise words for every (center, context) pair, as word2vec.c and gensim;
+  CBOW k per center.
+
+  Args:
+    seed: uint32[2] (e.g. the key data of `jax.random.fold_in(key, step)`).
+    accept, alias: (V,) float32 and int32 alias table of the noise distribution
+      (`models.alias_table`).
+    negative: k, noise words per pair (skip-gram) or per center (CBOW).
+    Others as `word2vec_step`.
+  """
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  call = jax.ffi.ffi_call(TARGET_RNG, (jax.ShapeDtypeStruct(E.shape, jnp.float32),
+                                       jax.ShapeDtypeStruct(C.shape, jnp.float32), scalar,
+                                       scalar),
+                          input_output_aliases={0: 0, 1: 1})
+  return call(E, C, tokens.astype(jnp.int32), docs.astype(jnp.int32),
+              jnp.asarray(seed).astype(jnp.uint32).reshape(2),
+              jnp.asarray(accept, jnp.float32), jnp.asarray(alias, jnp.int32),
+              jnp.asarray(lr, jnp.float32), jnp.asarray(count, jnp.int32),
+              cbow=np.int64(bool(cbow)), window=np.int64(window), negative=np.int64(negative),
+              threads=np.int64(threads))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return z ^ (z >> np.uint64(31))
+
+
+def draws(seed, n: int, *, cbow: bool, window: int, negative: int, accept: np.ndarray,
+          alias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The numpy twin of the kernel's generator: (widths int32[n], negatives int32[n, P, k]).
+
+  P = 1 for CBOW, 2L for skip-gram (`word2vec_step` takes both as given draws and then trains
+  the same bits as `word2vec_step_rng` with this seed). Draw j of center t is
+  splitmix64(s + (t (1 + P k) + j + 1) golden), s = seed[0] 2^32 + seed[1]: j = 0 the width
+  1 + (hi32 L) >> 32, j = 1 + p k + i the noise word i of slot p by the alias method (slot
+  (hi32 V) >> 32, kept when its 24-bit coin (lo32 & 0xffffff) 2^-24 < accept[slot]).
+  """
+  seed = np.asarray(seed, np.uint64).reshape(2)
+  s = (seed[0] << np.uint64(32)) | seed[1]
+  P, K, V = 1 if cbow else 2 * window, negative, len(accept)
+  stride = 1 + P * K
+  counter = np.arange(n, dtype=np.uint64)[:, None] * np.uint64(stride) + np.arange(
+      stride, dtype=np.uint64)[None] + np.uint64(1)
+  with np.errstate(over="ignore"):
+    bits = _splitmix64(s + counter * _GOLDEN)
+  hi, lo = bits >> np.uint64(32), bits & np.uint64(0xffffffff)
+  widths = (np.uint64(1) + ((hi[:, 0] * np.uint64(window)) >> np.uint64(32))).astype(np.int32)
+  slot = ((hi[:, 1:] * np.uint64(V)) >> np.uint64(32)).astype(np.int64)
+  coin = (lo[:, 1:] & np.uint64(0xffffff)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+  negs = np.where(coin < np.asarray(accept, np.float32)[slot], slot,
+                  np.asarray(alias, np.int64)[slot]).astype(np.int32)
+  return widths, negs.reshape(n, P, K)

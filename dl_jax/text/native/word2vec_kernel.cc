@@ -13,16 +13,27 @@
 //
 // sigma is the exact logistic function (not word2vec's 1000-entry table), in float32; the loss
 // sum_pairs [-log sigma(f_center) - sum_noise log sigma(-f_noise)] is accumulated in double. As in
-// word2vec, a noise word equal to the center word is skipped. The randomness (window widths and
-// noise words) is drawn by the caller, so the kernel is a pure function of its inputs, and it runs
-// on one thread: the same inputs give the same bits.
+// word2vec, a noise word equal to the center word is skipped. The kernel is a pure function of its
+// inputs: the same inputs give the same bits.
 //
-// Inputs: E [V, D] and C [V, D] float32 (aliased to outputs 0 and 1: updated in place); tokens and
-// docs int32 [N + 2L] (the stream slice, doc < 0 on padding); widths int32 [N] (in [1, L]);
-// negatives int32 [N, P, k] (P = 1: shared by a center's pairs; P = 2L: one set per context slot);
-// lr float32 []; count int32 [] (centers of the step to train, 0 for a no-op step).
-// Attributes: cbow (0 or 1), window (L). Outputs: E, C, loss float32 [], pairs float32 []
-// (skip-gram: (center, context) pairs; CBOW: centers with a non-empty window).
+// Two handlers differ only in where the randomness (window widths and noise words) comes from:
+//
+// DlJaxWord2VecStep takes it as inputs. Inputs: E [V, D] and C [V, D] float32 (aliased to outputs
+//   0 and 1: updated in place); tokens and docs int32 [N + 2L] (the stream slice, doc < 0 on
+//   padding); widths int32 [N] (in [1, L]); negatives int32 [N, P, k] (P = 1: shared by a center's
+//   pairs; P = 2L: one set per context slot); lr float32 []; count int32 [] (centers of the step to
+//   train, 0 for a no-op step).
+// DlJaxWord2VecStepRng draws it itself: instead of widths and negatives it takes seed uint32 [2]
+//   and the alias table of the noise distribution, accept float32 [V] and alias int32 [V]
+//   (`models.alias_table`); attribute `negative` is k. Draw j of center t (0-based in the step) is
+//   splitmix64(seed + (t (1 + P k) + j + 1) * golden), seed = seed[0] 2^32 + seed[1]: j = 0 gives
+//   the width 1 + (hi32 L) >> 32, j = 1 + p k + i noise word i of slot p: slot s = (hi32 V) >> 32,
+//   kept if (lo32 & 0xffffff) 2^-24 < accept[s], else alias[s]. P = 2L for skip-gram (fresh noise
+//   words for every (center, context) pair, as word2vec.c and gensim), 1 for CBOW. A draw depends
+//   only on (seed, t, j): not on the thread that makes it nor on which draws were needed before.
+//
+// Attributes: cbow (0 or 1), window (L), threads (1 or 2). Outputs: E, C, loss float32 [],
+// pairs float32 [] (skip-gram: (center, context) pairs; CBOW: centers with a non-empty window).
 
 #include <cmath>
 #include <cstdint>
@@ -99,42 +110,96 @@ inline void PrefetchRow(const float* row, int64_t d) {
 
 constexpr int64_t kAhead = 2;
 
-// Prefetches the rows center t will read and write.
+// The randomness of one center: its window width and its noise words, slots [0, P) of k each.
+// Only the slots of the center's window, [L - width, L + width), are filled when P = 2L.
+inline int64_t FirstSlot(int64_t P, int64_t L, int64_t w) { return P == 1 ? 0 : L - w; }
+inline int64_t EndSlot(int64_t P, int64_t L, int64_t w) { return P == 1 ? 1 : L + w; }
+
+// Draws given as inputs (widths [N], negatives [N, P, K]).
+struct GivenDraws {
+  const int32_t* width;
+  const int32_t* neg;
+  int64_t L, P, K;
+  int64_t row;  // entries of `neg` per center
+  void Fill(int64_t t, int32_t* out) const {
+    const int64_t w = std::min<int64_t>(std::max<int32_t>(width[t], 1), L);
+    out[0] = static_cast<int32_t>(w);
+    const int32_t* src = neg + t * row;
+    for (int64_t i = FirstSlot(P, L, w) * K; i < EndSlot(P, L, w) * K; ++i) out[1 + i] = src[i];
+  }
+};
+
+inline uint64_t SplitMix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// Draws made here: counter-based, so draw (t, j) is the same whoever makes it and whenever.
+struct RngDraws {
+  uint64_t seed;
+  const float* accept;
+  const int32_t* alias;
+  int64_t V, L, P, K;
+  uint64_t Bits(int64_t t, int64_t j) const {
+    const uint64_t counter = static_cast<uint64_t>(t * (1 + P * K) + j) + 1;
+    return SplitMix64(seed + counter * 0x9E3779B97F4A7C15ULL);
+  }
+  void Fill(int64_t t, int32_t* out) const {
+    const int64_t w = 1 + static_cast<int64_t>(((Bits(t, 0) >> 32) * static_cast<uint64_t>(L)) >> 32);
+    out[0] = static_cast<int32_t>(w);
+    for (int64_t i = FirstSlot(P, L, w) * K; i < EndSlot(P, L, w) * K; ++i) {
+      const uint64_t r = Bits(t, 1 + i);
+      const int64_t slot = static_cast<int64_t>(((r >> 32) * static_cast<uint64_t>(V)) >> 32);
+      const float coin = static_cast<float>(r & 0xffffffu) * (1.0f / 16777216.0f);
+      out[1 + i] = coin < accept[slot] ? static_cast<int32_t>(slot) : alias[slot];
+    }
+  }
+};
+
+// Prefetches the rows center t will read and write (`draws` as filled by Fill).
 inline void PrefetchCenter(const float* E, const float* C, const int32_t* tok,
-                           const int32_t* doc, const int32_t* negs, int64_t pos, int64_t w,
-                           int64_t n_negs, int64_t d) {
+                           const int32_t* doc, const int32_t* draws, int64_t pos, int64_t L,
+                           int64_t P, int64_t K, int64_t d) {
   if (doc[pos] < 0) return;
+  const int64_t w = draws[0];
   PrefetchRow(C + static_cast<int64_t>(tok[pos]) * d, d);
-  for (int64_t j = 0; j < n_negs; ++j) PrefetchRow(C + static_cast<int64_t>(negs[j]) * d, d);
+  for (int64_t i = FirstSlot(P, L, w) * K; i < EndSlot(P, L, w) * K; ++i) {
+    PrefetchRow(C + static_cast<int64_t>(draws[1 + i]) * d, d);
+  }
   for (int64_t o = -w; o <= w; ++o) {
     if (o != 0 && doc[pos + o] == doc[pos]) PrefetchRow(E + static_cast<int64_t>(tok[pos + o]) * d, d);
   }
 }
 
-// The sequential loop over centers [begin, end); `rows` gives the row of E or C to read and update.
-template <typename Rows>
+// The sequential loop over centers [begin, end); `rows` gives the row of E or C to read and update,
+// `source` the draws of each center (made kAhead centers ahead, so that their rows are prefetched).
+template <typename Rows, typename Draws>
 void Train(Rows& rows, const float* E, const float* C, const int32_t* tok, const int32_t* doc,
-           const int32_t* width, const int32_t* neg, float lr, int64_t begin, int64_t end,
-           int64_t L, int64_t P, int64_t K, int64_t D, bool cbow, double& loss, double& pairs) {
-  // Rows of the first centers; then each center prefetches those of the center kAhead later.
+           const Draws& source, float lr, int64_t begin, int64_t end, int64_t L, int64_t P,
+           int64_t K, int64_t D, bool cbow, double& loss, double& pairs) {
+  const int64_t stride = 1 + P * K;
+  std::vector<int32_t> ring((kAhead + 1) * stride);
+  auto draws_of = [&](int64_t t) { return ring.data() + (t % (kAhead + 1)) * stride; };
   for (int64_t t = begin; t < std::min<int64_t>(begin + kAhead, end); ++t) {
-    PrefetchCenter(E, C, tok, doc, neg + t * P * K, L + t,
-                   std::min<int64_t>(std::max<int32_t>(width[t], 1), L), P * K, D);
+    source.Fill(t, draws_of(t));
+    PrefetchCenter(E, C, tok, doc, draws_of(t), L + t, L, P, K, D);
   }
   std::vector<float> neu1e(D), h(D);
   LogLoss log_loss;
   for (int64_t t = begin; t < end; ++t) {
     const int64_t pos = L + t;
     if (t + kAhead < end) {
-      PrefetchCenter(E, C, tok, doc, neg + (t + kAhead) * P * K, pos + kAhead,
-                     std::min<int64_t>(std::max<int32_t>(width[t + kAhead], 1), L), P * K, D);
+      source.Fill(t + kAhead, draws_of(t + kAhead));
+      PrefetchCenter(E, C, tok, doc, draws_of(t + kAhead), pos + kAhead, L, P, K, D);
     }
     const int32_t center_doc = doc[pos];
     if (center_doc < 0) continue;
     const int32_t center = tok[pos];
     float* c_center = rows.C(center);
-    const int64_t w = std::min<int64_t>(std::max<int32_t>(width[t], 1), L);
-    const int32_t* center_negs = neg + t * P * K;
+    const int32_t* draws = draws_of(t);
+    const int64_t w = draws[0];
+    const int32_t* center_negs = draws + 1;
     if (cbow) {
       int64_t cw = 0;
       std::fill(h.begin(), h.end(), 0.0f);
@@ -242,6 +307,72 @@ struct OverlayRows {
   float* C(int32_t r) { return c.Row(r); }
 };
 
+// Checks the tables and the stream slice; copies the tables to the outputs unless aliased.
+ffi::Error Prepare(ffi::Buffer<ffi::F32>& e_in, ffi::Buffer<ffi::F32>& c_in,
+                   ffi::Buffer<ffi::S32>& tokens, ffi::Buffer<ffi::S32>& docs, int64_t N,
+                   int64_t L, ffi::ResultBuffer<ffi::F32>& e_out,
+                   ffi::ResultBuffer<ffi::F32>& c_out, int64_t& V, int64_t& D) {
+  const auto e_dims = e_in.dimensions();
+  if (e_dims.size() != 2 || c_in.dimensions().size() != 2 ||
+      c_in.dimensions()[0] != e_dims[0] || c_in.dimensions()[1] != e_dims[1]) {
+    return ffi::Error::InvalidArgument("E and C must be [V, D] tables of the same shape");
+  }
+  V = e_dims[0];
+  D = e_dims[1];
+  if (L < 1 || static_cast<int64_t>(tokens.element_count()) != N + 2 * L ||
+      static_cast<int64_t>(docs.element_count()) != N + 2 * L) {
+    return ffi::Error::InvalidArgument("tokens and docs must have N + 2 window entries");
+  }
+  const int32_t* tok = tokens.typed_data();
+  const int32_t* doc = docs.typed_data();
+  for (int64_t i = 0; i < N + 2 * L; ++i) {
+    if (doc[i] >= 0 && (tok[i] < 0 || tok[i] >= V)) {
+      return ffi::Error::InvalidArgument("token id " + std::to_string(tok[i]) +
+                                         " outside [0, " + std::to_string(V) + ")");
+    }
+  }
+  float* E = e_out->typed_data();
+  float* C = c_out->typed_data();
+  if (E != e_in.typed_data()) std::memcpy(E, e_in.typed_data(), sizeof(float) * V * D);
+  if (C != c_in.typed_data()) std::memcpy(C, c_in.typed_data(), sizeof(float) * V * D);
+  return ffi::Error::Success();
+}
+
+// Trains centers [0, count) on one thread, or on two (see `threads` in dl_jax.text.native).
+template <typename Draws>
+void Run(float* E, float* C, const int32_t* tok, const int32_t* doc, const Draws& source,
+         float lr, int64_t count, int64_t V, int64_t L, int64_t P, int64_t K, int64_t D,
+         bool cbow, int64_t threads, double& loss, double& pairs) {
+  if (threads <= 1 || count < 2) {
+    TableRows rows{E, C, D};
+    Train(rows, E, C, tok, doc, source, lr, 0, count, L, P, K, D, cbow, loss, pairs);
+    return;
+  }
+  // Two threads, each running the sequential loop on half of the centers from the tables as
+  // they were at the start of the step; then the tables get both halves' changes, first half
+  // first. Deterministic: no thread ever sees the other's writes.
+  const int64_t half = (count + 1) / 2;
+  thread_local Overlay::Storage storage[4];
+  OverlayRows first{Overlay(E, V, D, storage[0]), Overlay(C, V, D, storage[1])};
+  OverlayRows second{Overlay(E, V, D, storage[2]), Overlay(C, V, D, storage[3])};
+  double loss2 = 0.0, pairs2 = 0.0;
+  std::thread worker([&] {
+    Train(second, E, C, tok, doc, source, lr, half, count, L, P, K, D, cbow, loss2, pairs2);
+    second.e.ToDelta();
+    second.c.ToDelta();
+  });
+  Train(first, E, C, tok, doc, source, lr, 0, half, L, P, K, D, cbow, loss, pairs);
+  first.e.ToDelta();
+  first.c.ToDelta();
+  worker.join();
+  first.e.AddTo(E);
+  first.c.AddTo(C);
+  second.e.AddTo(E);
+  second.c.AddTo(C);
+  loss += loss2;
+  pairs += pairs2;
+}
+
 ffi::Error Word2VecStepImpl(ffi::Buffer<ffi::F32> e_in, ffi::Buffer<ffi::F32> c_in,
                             ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> docs,
                             ffi::Buffer<ffi::S32> widths, ffi::Buffer<ffi::S32> negatives,
@@ -250,76 +381,71 @@ ffi::Error Word2VecStepImpl(ffi::Buffer<ffi::F32> e_in, ffi::Buffer<ffi::F32> c_
                             ffi::ResultBufferR0<ffi::F32> loss_out,
                             ffi::ResultBufferR0<ffi::F32> pairs_out, int64_t cbow,
                             int64_t window, int64_t threads) {
-  const auto e_dims = e_in.dimensions();
-  if (e_dims.size() != 2 || c_in.dimensions().size() != 2 ||
-      c_in.dimensions()[0] != e_dims[0] || c_in.dimensions()[1] != e_dims[1]) {
-    return ffi::Error::InvalidArgument("E and C must be [V, D] tables of the same shape");
-  }
-  const int64_t V = e_dims[0], D = e_dims[1], L = window;
+  const int64_t L = window;
   const int64_t N = static_cast<int64_t>(widths.element_count());
   const auto neg_dims = negatives.dimensions();
-  if (L < 1 || static_cast<int64_t>(tokens.element_count()) != N + 2 * L ||
-      static_cast<int64_t>(docs.element_count()) != N + 2 * L) {
-    return ffi::Error::InvalidArgument("tokens and docs must have N + 2 window entries");
-  }
   if (neg_dims.size() != 3 || neg_dims[0] != N || (neg_dims[1] != 1 && neg_dims[1] != 2 * L)) {
     return ffi::Error::InvalidArgument("negatives must be [N, 1 or 2 window, k]");
   }
-  const int64_t P = neg_dims[1], K = neg_dims[2];
-  float* E = e_out->typed_data();
-  float* C = c_out->typed_data();
-  if (E != e_in.typed_data()) std::memcpy(E, e_in.typed_data(), sizeof(float) * V * D);
-  if (C != c_in.typed_data()) std::memcpy(C, c_in.typed_data(), sizeof(float) * V * D);
-  const int32_t* tok = tokens.typed_data();
-  const int32_t* doc = docs.typed_data();
-  const int32_t* width = widths.typed_data();
+  int64_t V = 0, D = 0;
+  ffi::Error status = Prepare(e_in, c_in, tokens, docs, N, L, e_out, c_out, V, D);
+  if (status.failure()) return status;
+  const int64_t K = neg_dims[2];
+  const int64_t P = cbow ? 1 : neg_dims[1];  // CBOW uses slot 0
   const int32_t* neg = negatives.typed_data();
-  const float lr = *lr_buf.typed_data();
-  const int64_t count = std::min<int64_t>(std::max<int32_t>(*count_buf.typed_data(), 0), N);
-
-  for (int64_t i = 0; i < N + 2 * L; ++i) {
-    if (doc[i] >= 0 && (tok[i] < 0 || tok[i] >= V)) {
-      return ffi::Error::InvalidArgument("token id " + std::to_string(tok[i]) +
-                                         " outside [0, " + std::to_string(V) + ")");
-    }
-  }
-  for (int64_t i = 0; i < N * P * K; ++i) {
+  for (int64_t i = 0; i < N * neg_dims[1] * K; ++i) {
     if (neg[i] < 0 || neg[i] >= V) {
       return ffi::Error::InvalidArgument("noise word id " + std::to_string(neg[i]) +
                                          " outside [0, " + std::to_string(V) + ")");
     }
   }
-
+  const int64_t count = std::min<int64_t>(std::max<int32_t>(*count_buf.typed_data(), 0), N);
+  GivenDraws source{widths.typed_data(), neg, L, P, K, neg_dims[1] * K};
   double loss = 0.0, pairs = 0.0;
-  if (threads <= 1 || count < 2) {
-    TableRows rows{E, C, D};
-    Train(rows, E, C, tok, doc, width, neg, lr, 0, count, L, P, K, D, cbow != 0, loss, pairs);
-  } else {
-    // Two threads, each running the sequential loop on half of the centers from the tables as
-    // they were at the start of the step; then the tables get both halves' changes, first half
-    // first. Deterministic: no thread ever sees the other's writes.
-    const int64_t half = (count + 1) / 2;
-    thread_local Overlay::Storage storage[4];
-    OverlayRows first{Overlay(E, V, D, storage[0]), Overlay(C, V, D, storage[1])};
-    OverlayRows second{Overlay(E, V, D, storage[2]), Overlay(C, V, D, storage[3])};
-    double loss2 = 0.0, pairs2 = 0.0;
-    std::thread worker([&] {
-      Train(second, E, C, tok, doc, width, neg, lr, half, count, L, P, K, D, cbow != 0, loss2,
-            pairs2);
-      second.e.ToDelta();
-      second.c.ToDelta();
-    });
-    Train(first, E, C, tok, doc, width, neg, lr, 0, half, L, P, K, D, cbow != 0, loss, pairs);
-    first.e.ToDelta();
-    first.c.ToDelta();
-    worker.join();
-    first.e.AddTo(E);
-    first.c.AddTo(C);
-    second.e.AddTo(E);
-    second.c.AddTo(C);
-    loss += loss2;
-    pairs += pairs2;
+  Run(e_out->typed_data(), c_out->typed_data(), tokens.typed_data(), docs.typed_data(), source,
+      *lr_buf.typed_data(), count, V, L, P, K, D, cbow != 0, threads, loss, pairs);
+  *loss_out->typed_data() = static_cast<float>(loss);
+  *pairs_out->typed_data() = static_cast<float>(pairs);
+  return ffi::Error::Success();
+}
+
+ffi::Error Word2VecStepRngImpl(ffi::Buffer<ffi::F32> e_in, ffi::Buffer<ffi::F32> c_in,
+                               ffi::Buffer<ffi::S32> tokens, ffi::Buffer<ffi::S32> docs,
+                               ffi::Buffer<ffi::U32> seed_buf, ffi::Buffer<ffi::F32> accept_buf,
+                               ffi::Buffer<ffi::S32> alias_buf, ffi::BufferR0<ffi::F32> lr_buf,
+                               ffi::BufferR0<ffi::S32> count_buf,
+                               ffi::ResultBuffer<ffi::F32> e_out,
+                               ffi::ResultBuffer<ffi::F32> c_out,
+                               ffi::ResultBufferR0<ffi::F32> loss_out,
+                               ffi::ResultBufferR0<ffi::F32> pairs_out, int64_t cbow,
+                               int64_t window, int64_t negative, int64_t threads) {
+  const int64_t L = window, K = negative;
+  const int64_t N = static_cast<int64_t>(tokens.element_count()) - 2 * L;
+  if (K < 1) return ffi::Error::InvalidArgument("negative must be >= 1");
+  if (seed_buf.element_count() != 2) return ffi::Error::InvalidArgument("seed must be uint32[2]");
+  int64_t V = 0, D = 0;
+  ffi::Error status = Prepare(e_in, c_in, tokens, docs, N, L, e_out, c_out, V, D);
+  if (status.failure()) return status;
+  if (static_cast<int64_t>(accept_buf.element_count()) != V ||
+      static_cast<int64_t>(alias_buf.element_count()) != V) {
+    return ffi::Error::InvalidArgument("accept and alias must have V = " + std::to_string(V) +
+                                       " entries");
   }
+  const int32_t* alias = alias_buf.typed_data();
+  for (int64_t i = 0; i < V; ++i) {
+    if (alias[i] < 0 || alias[i] >= V) {
+      return ffi::Error::InvalidArgument("alias entry " + std::to_string(alias[i]) +
+                                         " outside [0, " + std::to_string(V) + ")");
+    }
+  }
+  const uint32_t* seed = seed_buf.typed_data();
+  const int64_t P = cbow ? 1 : 2 * L;
+  RngDraws source{(static_cast<uint64_t>(seed[0]) << 32) | seed[1], accept_buf.typed_data(),
+                  alias, V, L, P, K};
+  const int64_t count = std::min<int64_t>(std::max<int32_t>(*count_buf.typed_data(), 0), N);
+  double loss = 0.0, pairs = 0.0;
+  Run(e_out->typed_data(), c_out->typed_data(), tokens.typed_data(), docs.typed_data(), source,
+      *lr_buf.typed_data(), count, V, L, P, K, D, cbow != 0, threads, loss, pairs);
   *loss_out->typed_data() = static_cast<float>(loss);
   *pairs_out->typed_data() = static_cast<float>(pairs);
   return ffi::Error::Success();
@@ -343,4 +469,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DlJaxWord2VecStep, Word2VecStepImpl,
                                   .Ret<ffi::BufferR0<ffi::F32>>()  // pairs
                                   .Attr<int64_t>("cbow")
                                   .Attr<int64_t>("window")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DlJaxWord2VecStepRng, Word2VecStepRngImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // E
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // C
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // tokens
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // docs
+                                  .Arg<ffi::Buffer<ffi::U32>>()    // seed
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // accept
+                                  .Arg<ffi::Buffer<ffi::S32>>()    // alias
+                                  .Arg<ffi::BufferR0<ffi::F32>>()  // lr
+                                  .Arg<ffi::BufferR0<ffi::S32>>()  // count
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // E (aliased)
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // C (aliased)
+                                  .Ret<ffi::BufferR0<ffi::F32>>()  // loss
+                                  .Ret<ffi::BufferR0<ffi::F32>>()  // pairs
+                                  .Attr<int64_t>("cbow")
+                                  .Attr<int64_t>("window")
+                                  .Attr<int64_t>("negative")
                                   .Attr<int64_t>("threads"));
