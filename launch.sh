@@ -24,6 +24,7 @@ ensure_env() {  # $1: extras, e.g. "test" or "test,bench"
   fi
 }
 
+benches() { ls bench | sed -n 's/\.py$//p' | grep -v '^_' | tr '\n' ' '; }
 experiments() { ls experiments/configs | sed -n 's/\.py$//p' | grep -vxE '__init__|base'; }
 
 cmd=${1:-mnist_cnn}
@@ -34,9 +35,9 @@ case "$cmd" in
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench)
     ensure_env test,bench
-    name=${1:?"usage: ./launch.sh bench <name>; available: $(ls bench | sed -n 's/\.py$//p' | tr '\n' ' ')"}
+    name=${1:?"usage: ./launch.sh bench <name>; available: $(benches)"}
     shift
-    [[ -f "bench/$name.py" ]] || { echo "error: unknown benchmark '$name'; available: $(ls bench | sed -n 's/\.py$//p' | tr '\n' ' ')" >&2; exit 2; }
+    [[ -f "bench/$name.py" ]] || { echo "error: unknown benchmark '$name'; available: $(benches)" >&2; exit 2; }
     exec "$VENV/bin/python" "bench/$name.py" "$@" ;;
   list)
     experiments ;;

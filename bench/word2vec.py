@@ -29,19 +29,9 @@ import sys
 import time
 
 
-def _pin_cores_from_argv() -> None:
-  """--cores N: run on the first N allowed cores, set before jax and gensim start threads."""
-  argv = sys.argv[1:]
-  for i, arg in enumerate(argv):
-    value = arg.split("=", 1)[1] if arg.startswith("--cores=") else (
-        argv[i + 1] if arg == "--cores" and i + 1 < len(argv) else None)
-    if value is not None and value.isdigit() and int(value) > 0:
-      allowed = sorted(os.sched_getaffinity(0))
-      os.sched_setaffinity(0, allowed[:int(value)])
-
-
-if __name__ == "__main__" and hasattr(os, "sched_setaffinity"):
-  _pin_cores_from_argv()
+if __name__ == "__main__":
+  import _cores  # pylint: disable=g-import-not-at-top
+  _cores.pin_cores_from_argv()
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 

@@ -39,7 +39,7 @@ from dl_jax.errors import ConfigError
 from dl_jax.graph import models, sampling
 from dl_jax.graph.graphs import masked_mean
 from dl_jax.train import checkpoint, metrics, optimizers
-from dl_jax.train.loop import NonFiniteError, StopRequest, versions
+from dl_jax.train.loop import NonFiniteError, StopRequest, close_preempted, versions
 
 DATASETS = ("wordnet_cora", "wordnet_full", "karate", "csbm")
 EVAL_MODES = ("sampled", "full")
@@ -432,11 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       if checkpoint_now or stop.requested:
         save(step)
       if stop.requested:
-        ckpt.wait()
-        logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
-                        "resume", step, ckpt.directory)
-        writer.close()
-        ckpt.close()
+        close_preempted(step, ckpt, writer)
         return None
   train_time += time.perf_counter() - segment_start
   ckpt.wait()

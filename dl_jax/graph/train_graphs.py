@@ -40,7 +40,7 @@ from dl_jax.errors import ConfigError
 from dl_jax.graph import graphs as gg
 from dl_jax.graph import models
 from dl_jax.train import checkpoint, metrics, optimizers
-from dl_jax.train.loop import NonFiniteError, StopRequest, versions
+from dl_jax.train.loop import NonFiniteError, StopRequest, close_preempted, versions
 
 DATASETS = ("mutag",)
 
@@ -264,11 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         save()
         last_saved = step
       if stop.requested:
-        ckpt.wait()
-        logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
-                        "resume", step, ckpt.directory)
-        writer.close()
-        ckpt.close()
+        close_preempted(step, ckpt, writer)
         return None
   train_time += time.perf_counter() - segment_start
   ckpt.wait()

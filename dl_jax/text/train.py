@@ -54,7 +54,7 @@ from absl import logging
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.text import models
 from dl_jax.train import checkpoint, metrics
-from dl_jax.train.loop import StopRequest, versions
+from dl_jax.train.loop import StopRequest, close_preempted, versions
 
 
 class NonFiniteError(DlJaxError):
@@ -647,11 +647,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     arrays, step = engine.run(*[state[k] for k in keys], start_step, total_steps, on_call)
     state = dict(zip(keys, arrays))
     if stop.requested:
-      ckpt.wait()
-      logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
-                      "resume", step, ckpt.directory)
-      writer.close()
-      ckpt.close()
+      close_preempted(step, ckpt, writer)
       return None
   train_time += time.perf_counter() - seg_start
   ckpt.wait()

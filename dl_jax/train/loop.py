@@ -77,6 +77,16 @@ class StopRequest:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def close_preempted(step: int, ckpt: checkpoint.Checkpointer,
+                    writer: metrics.MetricWriter) -> None:
+  """After the save that a SIGTERM asked for: waits for it, says how to resume, closes outputs."""
+  ckpt.wait()
+  logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to resume",
+                  step, ckpt.directory)
+  writer.close()
+  ckpt.close()
+
+
 def _evaluate(state, split, batch_size, mesh, eval_fn) -> dict:
   sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   for batch in pipeline.eval_batches(split, batch_size, jax.process_index(), jax.process_count()):
@@ -194,11 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       if checkpoint_now or stop.requested:
         save(step)
       if stop.requested:
-        ckpt.wait()
-        logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
-                        "resume", step, ckpt.directory)
-        writer.close()
-        ckpt.close()
+        close_preempted(step, ckpt, writer)
         return None
   train_time += time.perf_counter() - segment_start
   ckpt.wait()
