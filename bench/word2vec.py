@@ -20,6 +20,7 @@ Usage: python bench/word2vec.py [--quick] [--models skipgram,cbow] [--epochs 5] 
   --batch_size 0 and --native_threads 0: the experiment configs' defaults (8192 centers per step
   with the native engine, 1024 with xla; skip-gram 2 threads, CBOW 1).
   --quick: 1 epoch (about a minute); --max_tokens N: the first documents up to N tokens.
+  --seeds 1,2,3: each model once per seed on both sides; the ratios compare the means.
 Needs gensim: pip install -e .[bench]
 """
 
@@ -132,7 +133,9 @@ def main():
                       help="noise words per group, weighted 5 / noise_pool (0: 5)")
   parser.add_argument("--skipgram_lr", type=float, default=0.025)
   parser.add_argument("--cbow_lr", type=float, default=0.05)
-  parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--seeds", default="1",
+                      help="comma-separated seeds; each model runs once per seed on both sides "
+                      "and the ratios compare the means")
   parser.add_argument("--engine", default="auto",
                       help="auto | xla | native (word2vec's sequential SGD in C++ via XLA's FFI)")
   parser.add_argument("--native_threads", type=int, default=0,
@@ -156,27 +159,49 @@ def main():
         f"dl_jax batch {args.batch_size or 'default'} centers x {args.steps_per_call} steps per "
         "call, "
         f"noise group {args.noise_group} pool {args.noise_pool or 5}")
+  seeds = [int(s) for s in args.seeds.split(",") if s]
   rows = []
   for model in models:
-    g = None if args.no_gensim else run_gensim(docs, model, args, questions)
-    d = run_dl_jax(docs, model, args, questions)
-    for name, r in (("gensim", g), ("dl_jax", d)):
-      if r is None:
-        continue
-      extra = (f"  ({r['engine']} engine, batch {r['batch']}, {r['threads']} thread(s), compile "
-               f"{r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
-               f"{r['centers'] / r['train_s'] / 1e3:.0f}k "
-               f"centers/s, {r['steps']} steps)" if name == "dl_jax" else "")
-      print(f"{model:8s} {name:6s}  train {r['train_s']:6.1f} s  prep {r['prep_s']:4.1f} s  "
-            f"vocab {r['vocab']:6d}  analogy {100 * r['accuracy']:5.2f} % (coverage "
-            f"{100 * r['coverage']:4.1f} %, semantic {100 * r['semantic']:5.2f} %, syntactic "
-            f"{100 * r['syntactic']:5.2f} %){extra}", flush=True)
-    rows.append((model, g, d))
+    g_runs, d_runs = [], []
+    for seed in seeds:
+      args.seed = seed
+      g = None if args.no_gensim else run_gensim(docs, model, args, questions)
+      d = run_dl_jax(docs, model, args, questions)
+      for name, r in (("gensim", g), ("dl_jax", d)):
+        if r is not None:
+          _print_run(model, name, seed, r)
+      g_runs += [g] if g else []
+      d_runs.append(d)
+    rows.append((model, _mean(g_runs) if g_runs else None, _mean(d_runs)))
+  if len(seeds) > 1:
+    print(f"means over seeds {args.seeds}:")
+    for model, g, d in rows:
+      for name, r in (("gensim", g), ("dl_jax", d)):
+        if r is not None:
+          print(f"  {model:8s} {name:6s}  train {r['train_s']:6.1f} s  analogy "
+                f"{100 * r['accuracy']:5.2f} +- {100 * r['accuracy_std']:4.2f} %")
   if not args.no_gensim:
-    print("ratios dl_jax / gensim:")
+    print("ratios dl_jax / gensim" + (" (means)" if len(seeds) > 1 else "") + ":")
     for model, g, d in rows:
       print(f"  {model:8s} time {d['train_s'] / g['train_s']:.2f}x  analogy accuracy "
             f"{d['accuracy'] / max(g['accuracy'], 1e-9):.2f}x")
+
+
+def _mean(runs: list[dict]) -> dict:
+  return {"train_s": float(np.mean([r["train_s"] for r in runs])),
+          "accuracy": float(np.mean([r["accuracy"] for r in runs])),
+          "accuracy_std": float(np.std([r["accuracy"] for r in runs]))}
+
+
+def _print_run(model: str, name: str, seed: int, r: dict) -> None:
+  extra = (f"  ({r['engine']} engine, batch {r['batch']}, {r['threads']} thread(s), compile "
+           f"{r['compile_s']:.1f} s, host {r['host_s']:.1f} s, "
+           f"{r['centers'] / r['train_s'] / 1e3:.0f}k "
+           f"centers/s, {r['steps']} steps)" if name == "dl_jax" else "")
+  print(f"{model:8s} {name:6s}  seed {seed}  train {r['train_s']:6.1f} s  "
+        f"prep {r['prep_s']:4.1f} s  vocab {r['vocab']:6d}  analogy {100 * r['accuracy']:5.2f} % (coverage "
+        f"{100 * r['coverage']:4.1f} %, semantic {100 * r['semantic']:5.2f} %, syntactic "
+        f"{100 * r['syntactic']:5.2f} %){extra}", flush=True)
 
 
 if __name__ == "__main__":
