@@ -10,17 +10,18 @@ ROOT=$PWD
 VENV=${DL_JAX_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 
-ensure_env() {  # $1: extras, e.g. "test" or "test,bench"
+ensure_env() {  # $1: extras, e.g. "test" or "test,bench"; one stamp line per installed extras set
   local extras=$1 stamp="$VENV/.dl_jax-installed"
-  local want; want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+  local hash; hash="$(sha256sum pyproject.toml | cut -c1-16)"
   if [[ ! -x "$VENV/bin/python" ]]; then
     echo "launch.sh: creating $VENV" >&2
     "$PY" -m venv "$VENV"
   fi
-  if [[ ! -f "$stamp" ]] || ! grep -qxF "$want" "$stamp"; then
+  [[ -f "$stamp" ]] && grep -q "^$hash " "$stamp" || : > "$stamp"  # pyproject changed: start over
+  if ! grep -qxF "$hash $extras" "$stamp" && ! grep -qxF "$hash $extras,bench" "$stamp"; then
     echo "launch.sh: installing dl_jax[$extras] into $VENV" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
-    echo "$want" > "$stamp"
+    echo "$hash $extras" >> "$stamp"
   fi
 }
 
