@@ -72,7 +72,11 @@ class NodeClassifier(nn.Module):
     return gl.MLPLayer(width)
 
   @nn.compact
-  def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> jax.Array:
+  def __call__(self, graph: GraphsTuple, deterministic: bool = True,
+               return_hidden: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Logits [N, num_classes]; with `return_hidden`, (logits, hidden): hidden [N, F] is the
+    input of the last layer before its dropout (after the activation; for "ggnn" the GatedGNN
+    state; with num_layers=1 the input features)."""
     _check_kind(self.kind, NODE_MODELS, "node model")
     if self.num_layers < 1:
       raise ConfigError(f"num_layers={self.num_layers} must be >= 1")
@@ -81,15 +85,18 @@ class NodeClassifier(nn.Module):
       graph = drop(graph)
       graph = graph._replace(nodes=nn.Dense(self.hidden, name="embed")(graph.nodes))
       graph = gl.GatedGNN(self.hidden, num_steps=self.num_layers)(graph)
-      return nn.Dense(self.num_classes, name="head")(drop(graph).nodes)
+      hidden = graph.nodes
+      logits = nn.Dense(self.num_classes, name="head")(drop(graph).nodes)
+      return (logits, hidden) if return_hidden else logits
     activation = nn.elu if self.kind == "gat" else nn.relu
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
+      hidden = graph.nodes
       graph = self._layer(self.num_classes if last else self.hidden, last)(drop(graph),
                                                                           deterministic)
       if not last:
         graph = graph._replace(nodes=activation(graph.nodes))
-    return graph.nodes
+    return (graph.nodes, hidden) if return_hidden else graph.nodes
 
 
 class GraphClassifier(nn.Module):

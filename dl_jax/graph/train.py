@@ -18,6 +18,11 @@ Evaluation with sampling is by sampled inference over the validation and test no
 samples, the same at every epoch), or `sampling.eval="full"` for one pass over the whole graph
 (its first layer gathers [edges, features]: 221,636 x 1,000 floats on the full WordNet graph).
 
+Optional unsupervised term (`config.unsupervised_weight` > 0, full batch only): GraphSAGE's
+neighbour-similarity loss (Hamilton et al. 2017, eq. 1; section 6.5.1, "adjacent nodes should have
+a similar representation") on the L2-normalised hidden embeddings z (the input of the last layer),
+added to the cross-entropy with that weight; see `unsupervised_loss`.
+
 Sections: config checks, data, state (init or resume), the loop (steps, progress, evaluation,
 checkpoints, preemption), outputs.
 """
@@ -89,6 +94,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         "test nodes) or a positive integer")
     if s.eval not in EVAL_MODES:
       raise ConfigError(f"sampling.eval={s.eval!r}; accepted: {', '.join(EVAL_MODES)}")
+  weight = config.get("unsupervised_weight", 0.0)
+  if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
+    raise ConfigError(f"unsupervised_weight={weight!r} must be a number >= 0 (0: off)")
+  if weight:
+    if s.enabled:
+      raise ConfigError(f"unsupervised_weight={weight!r} needs full-batch training; accepted "
+                        "with sampling.enabled=True: only unsupervised_weight=0")
+    for key in ("unsupervised_negatives", "unsupervised_edges"):
+      _positive_int(config, key)
+    layers = config.model_kwargs.get("num_layers", 2)
+    if config.model != "ggnn" and layers < 2:
+      raise ConfigError(f"unsupervised_weight={weight!r} needs hidden embeddings: "
+                        f"model_kwargs.num_layers={layers!r}; accepted: >= 2")
   if config.rng_impl not in RNG_IMPLS:
     raise ConfigError(f"rng_impl={config.rng_impl!r}; accepted: {', '.join(RNG_IMPLS)}")
 
@@ -128,21 +146,90 @@ def _loss_and_accuracy(logits, labels, mask):
   return masked_mean(ce, mask), masked_mean(correct, mask)
 
 
-def train_step_one(model, tx, rng_impl, params, opt_state, key, step, batch):
+def unsupervised_loss(z, u, v, negatives):
+  """GraphSAGE's unsupervised loss (Hamilton et al. 2017, eq. 1), the mean over the pairs k of
+
+      J_k = -log sigma(z_u . z_v) - sum_{q=1..Q} log sigma(-z_u . z_{n_q}),
+
+  the sum over Q negatives n_q ~ P_n being Q times the sample mean, i.e. the eq.-1 estimate of
+  Q E_{v_n ~ P_n} log sigma(-z_u . z_{v_n}).
+
+  Args:
+    z: node embeddings [N, F] (used as given; the trainer L2-normalises them first).
+    u, v: int [B], the positive pairs (here the two ends of an edge).
+    negatives: int [B, Q], the negative nodes of each pair.
+  """
+  zu = z[u]
+  positive = jnp.sum(zu * z[v], -1)  # [B]
+  negative = jnp.einsum("bf,bqf->bq", zu, z[negatives])  # [B, Q]
+  return jnp.mean(-jax.nn.log_sigmoid(positive)
+                  - jnp.sum(jax.nn.log_sigmoid(-negative), -1))
+
+
+def sample_unsupervised(key, senders, receivers, num_nodes: int, num_edges: int,
+                        num_negatives: int):
+  """Positive pairs and negatives of `unsupervised_loss`: `num_edges` edges (u, v) = (sender,
+  receiver) uniformly with replacement, and `num_negatives` nodes per edge from the noise
+  distribution P_n(v) ~ degree(v)^0.75 (degree: edges sent; nodes without edges never drawn).
+
+  Returns:
+    (u [B], v [B], negatives [B, Q]), int32.
+  """
+  k_edges, k_negatives = jax.random.split(key)
+  index = jax.random.randint(k_edges, (num_edges,), 0, senders.shape[0])
+  degree = jax.ops.segment_sum(jnp.ones(senders.shape, jnp.float32), senders, num_nodes)
+  logits = jnp.where(degree > 0, 0.75 * jnp.log(jnp.maximum(degree, 1.0)), -jnp.inf)
+  negatives = jax.random.categorical(k_negatives, logits, shape=(num_edges, num_negatives))
+  return (jnp.asarray(senders, jnp.int32)[index], jnp.asarray(receivers, jnp.int32)[index],
+          negatives.astype(jnp.int32))
+
+
+def _unsupervised_options(config) -> dict | None:
+  """(weight, negatives, edges) of the unsupervised term, or None when it is off."""
+  weight = float(config.get("unsupervised_weight", 0.0))
+  if not weight:
+    return None
+  return {"weight": weight, "negatives": config.unsupervised_negatives,
+          "edges": config.unsupervised_edges}
+
+
+def train_step_one(model, tx, rng_impl, params, opt_state, key, step, batch, unsupervised=None):
   """One optimizer step of one seed: cross-entropy (eq. 5.22) on `batch["mask"]` nodes, dropout
-  and neighbour order from fold_in(key, step) (`key`: raw key data of the `rng_impl` PRNG)."""
+  and neighbour order from fold_in(key, step) (`key`: raw key data of the `rng_impl` PRNG).
+
+  With `unsupervised` ({"weight", "negatives", "edges"}; full graph, no padding), the loss is
+  cross-entropy + weight * `unsupervised_loss` on the L2-normalised hidden embeddings, the
+  edges and negatives drawn from fold_in(fold_in(key, step), 1)."""
   key = jax.random.wrap_key_data(key, impl=rng_impl)
-  rngs = _rngs(jax.random.fold_in(key, step))
+  step_key = jax.random.fold_in(key, step)
+  rngs = _rngs(step_key)
 
-  def loss_fn(p):
-    logits = model.apply({"params": p}, batch["graph"], deterministic=False, rngs=rngs)
-    return _loss_and_accuracy(logits, batch["labels"], batch["mask"])
+  if unsupervised is None:
+    def loss_fn(p):
+      logits = model.apply({"params": p}, batch["graph"], deterministic=False, rngs=rngs)
+      loss, accuracy = _loss_and_accuracy(logits, batch["labels"], batch["mask"])
+      return loss, (loss, accuracy, {})
+  else:
+    graph = batch["graph"]
+    u, v, negatives = sample_unsupervised(
+        jax.random.fold_in(step_key, 1), graph.senders, graph.receivers, graph.nodes.shape[0],
+        unsupervised["edges"], unsupervised["negatives"])
 
-  (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    def loss_fn(p):
+      logits, hidden = model.apply({"params": p}, graph, deterministic=False, rngs=rngs,
+                                   return_hidden=True)
+      loss, accuracy = _loss_and_accuracy(logits, batch["labels"], batch["mask"])
+      z = hidden * jax.lax.rsqrt(jnp.maximum(jnp.sum(hidden * hidden, -1, keepdims=True),
+                                             1e-12))
+      unsup = unsupervised_loss(z, u, v, negatives)
+      return loss + unsupervised["weight"] * unsup, (loss, accuracy,
+                                                     {"unsupervised_loss": unsup})
+
+  (_, (loss, accuracy, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
   return params, opt_state, {"loss": loss, "accuracy": accuracy,
-                             "grad_norm": optax.tree.norm(grads)}
+                             "grad_norm": optax.tree.norm(grads), **extra}
 
 
 def eval_one(model, params, batch):
@@ -177,11 +264,13 @@ def _means(sums):
           "accuracy": sums["correct"] / jnp.maximum(sums["count"], 1)}
 
 
-def full_batch_step(model, tx, rng_impl, state, data):
-  """One epoch of every seed on the whole graph, then evaluation and model selection."""
+def full_batch_step(model, tx, rng_impl, state, data, unsupervised=None):
+  """One epoch of every seed on the whole graph, then evaluation and model selection
+  (`unsupervised`: see `train_step_one`)."""
   step = state["step"] + 1
   train_batch = {"graph": data["graph"], "labels": data["labels"], "mask": data["train_mask"]}
-  params, opt_state, m = jax.vmap(functools.partial(train_step_one, model, tx, rng_impl),
+  params, opt_state, m = jax.vmap(functools.partial(train_step_one, model, tx, rng_impl,
+                                                    unsupervised=unsupervised),
                                   in_axes=(0, 0, 0, None, None))(
       state["params"], state["opt_state"], state["key"], step, train_batch)
   sums = jax.vmap(functools.partial(eval_one, model), in_axes=(0, None))(params, data)
@@ -345,7 +434,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     eval_fn = jax.jit(jax.vmap(functools.partial(eval_one, model), in_axes=(0, None)))
     best_fn = jax.jit(jax.vmap(update_best, in_axes=(0, 0, 0, None)))
   else:
-    step_fn = jax.jit(functools.partial(full_batch_step, model, tx, config.rng_impl),
+    step_fn = jax.jit(functools.partial(full_batch_step, model, tx, config.rng_impl,
+                                        unsupervised=_unsupervised_options(config)),
                       donate_argnums=0)
 
   def evaluate(params) -> tuple[dict, dict]:
