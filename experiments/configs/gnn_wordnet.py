@@ -10,8 +10,8 @@ selection by validation accuracy; 10 seeds trained at once (vmap).
 Expected (test accuracy at the best-validation epoch, mean +- std over 5 seeds
 (--config.seeds=5), 200 epochs, measured on a shared 2-core CPU): GCN 85.4 +- 0.5 %, GAT
 85.7 +- 0.3 %, GraphSAGE-maxpool 83.2 +- 0.7 %, GraphSAGE-mean 81.6 +- 0.7 %, GGNN 81.5 +- 1.5 %,
-the MLP baseline 55.3 +- 0.9 %: the graph adds about 30 points. GraphSAGE-LSTM (80 epochs,
-about 10 minutes for 5 seeds there): 80.2 +- 1.1 %. GCN with 5 seeds trains in
+the MLP baseline 55.3 +- 0.9 %: the graph adds about 30 points. GraphSAGE-LSTM: 81.0 +- 1.5 %
+(17 minutes for 5 seeds on an idle machine). GCN with 5 seeds trains in
 about 2 minutes there.
 
 --config.unsupervised_weight=1.0 adds GraphSAGE's unsupervised loss (Hamilton et al. 2017, eq. 1;
