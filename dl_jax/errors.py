@@ -20,3 +20,10 @@ class CheckpointError(DlJaxError):
 def require(condition: bool, message: str, error=ConfigError) -> None:
   if not condition:
     raise error(message)
+
+
+def require_positive_int(config, key: str, prefix: str = "") -> None:
+  """`config[key]` is an int > 0 (not a bool), else ConfigError naming `prefix + key`."""
+  value = config[key]
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"{prefix}{key}={value!r} must be a positive integer")

@@ -40,7 +40,7 @@ import optax
 from absl import logging
 
 from dl_jax.data import graphs as graph_data
-from dl_jax.errors import ConfigError
+from dl_jax.errors import ConfigError, require_positive_int
 from dl_jax.graph import models, sampling
 from dl_jax.graph.graphs import masked_mean
 from dl_jax.train import checkpoint, metrics, optimizers
@@ -59,12 +59,6 @@ _EVAL_STREAM = 2 ** 31
 # ---------------------------------------------------------------------------------------------
 # Config checks.
 
-def _positive_int(config, key):
-  value = config[key]
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    raise ConfigError(f"{key}={value!r} must be a positive integer")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Fails on the first bad value with a message naming it and what is accepted."""
   if config.model not in models.NODE_MODELS:
@@ -74,7 +68,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"unknown dataset {config.dataset!r}; accepted: {', '.join(DATASETS)}")
   for key in ("seeds", "num_epochs", "log_every_steps", "checkpoint_every_steps",
               "keep_checkpoints"):
-    _positive_int(config, key)
+    require_positive_int(config, key)
   if not isinstance(config.max_steps, int) or config.max_steps < 0:
     raise ConfigError(f"max_steps={config.max_steps!r} must be 0 (no cap) or a positive integer")
   if not isinstance(config.weight_decay, (int, float)) or not config.weight_decay >= 0:
@@ -83,8 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   s = config.sampling
   if s.enabled:
     for key in ("batch_size", "eval_batch_size"):
-      if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] <= 0:
-        raise ConfigError(f"sampling.{key}={s[key]!r} must be a positive integer")
+      require_positive_int(s, key, prefix="sampling.")
     fanouts = tuple(s.fanouts)
     if not fanouts or not all(isinstance(f, int) and f >= 1 for f in fanouts):
       raise ConfigError(f"sampling.fanouts={fanouts!r}; accepted: one or more ints >= 1, "
@@ -102,7 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"unsupervised_weight={weight!r} needs full-batch training; accepted "
                         "with sampling.enabled=True: only unsupervised_weight=0")
     for key in ("unsupervised_negatives", "unsupervised_edges"):
-      _positive_int(config, key)
+      require_positive_int(config, key)
     layers = config.model_kwargs.get("num_layers", 2)
     if config.model != "ggnn" and layers < 2:
       raise ConfigError(f"unsupervised_weight={weight!r} needs hidden embeddings: "

@@ -36,7 +36,7 @@ import optax
 from absl import logging
 
 from dl_jax.data import graphs as graph_data
-from dl_jax.errors import ConfigError
+from dl_jax.errors import ConfigError, require_positive_int
 from dl_jax.graph import graphs as gg
 from dl_jax.graph import models
 from dl_jax.train import checkpoint, metrics, optimizers
@@ -54,9 +54,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"unknown dataset {config.dataset!r}; accepted: {', '.join(DATASETS)}")
   for key in ("folds", "batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps",
               "keep_checkpoints", "lr_decay_every_epochs"):
-    value = config[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ConfigError(f"{key}={value!r} must be a positive integer")
+    require_positive_int(config, key)
   if config.folds < 2:
     raise ConfigError(f"folds={config.folds} must be >= 2")
   if not isinstance(config.max_steps, int) or config.max_steps < 0:

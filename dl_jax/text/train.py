@@ -51,7 +51,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from dl_jax.errors import ConfigError, DlJaxError
+from dl_jax.errors import ConfigError, DlJaxError, require_positive_int
 from dl_jax.text import models
 from dl_jax.train import checkpoint, metrics
 from dl_jax.train.loop import StopRequest, close_preempted, versions
@@ -74,26 +74,21 @@ DEFAULT_BATCH = {"native": 8192, "xla": 1024}
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Fails on the first bad value with a message naming it and what is accepted."""
-  def positive_int(key):
-    value = config[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ConfigError(f"{key}={value!r} must be a positive integer")
-
   if config.model not in models.MODELS:
     raise ConfigError(f"unknown model {config.model!r}; accepted: {', '.join(models.MODELS)}")
   if config.loss not in models.LOSSES:
     raise ConfigError(f"unknown loss {config.loss!r}; accepted: {', '.join(models.LOSSES)}")
   for key in ("dim", "window", "negative", "min_count", "epochs", "steps_per_call",
               "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-    positive_int(key)
+    require_positive_int(config, key)
   if config.model == "nplm":
-    positive_int("batch_size")
+    require_positive_int(config, "batch_size")
   elif (not isinstance(config.batch_size, int) or isinstance(config.batch_size, bool)
         or config.batch_size < 0):
     raise ConfigError(f"batch_size={config.batch_size!r} must be a positive integer or 0 (the "
                       f"engine's default: {DEFAULT_BATCH['native']} native, "
                       f"{DEFAULT_BATCH['xla']} xla)")
-  positive_int("noise_group")
+  require_positive_int(config, "noise_group")
   if config.batch_size % config.noise_group:
     raise ConfigError(f"noise_group={config.noise_group} must divide batch_size="
                       f"{config.batch_size}")
@@ -113,7 +108,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.get("native_threads", 1) not in (1, 2):
     raise ConfigError(f"native_threads={config.native_threads!r} must be 1 or 2")
   if config.model == "nplm":
-    positive_int("hidden")
+    require_positive_int(config, "hidden")
   if not config.corpus or isinstance(config.corpus, str):
     raise ConfigError(f"corpus={config.corpus!r} must be a non-empty tuple of corpus names")
 

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from dl_jax.data import mnist, pipeline
-from dl_jax.errors import ConfigError, DlJaxError
+from dl_jax.errors import ConfigError, DlJaxError, require_positive_int
 from dl_jax.models import registry
 from dl_jax.train import checkpoint, metrics, optimizers, sharding
 from dl_jax.train.state import create_train_state, eval_step, param_count, train_step
@@ -34,14 +34,9 @@ class NonFiniteError(DlJaxError):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Fails on the first bad value with a message naming it and what is accepted."""
-  def positive_int(key):
-    value = config[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ConfigError(f"{key}={value!r} must be a positive integer")
-
   for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps",
               "keep_checkpoints", "eval_batch_size"):
-    positive_int(key)
+    require_positive_int(config, key)
   if not isinstance(config.max_steps, int) or config.max_steps < 0:
     raise ConfigError(f"max_steps={config.max_steps!r} must be 0 (no cap) or a positive integer")
   for key in ("weight_l1", "weight_l2"):
