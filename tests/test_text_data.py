@@ -3,12 +3,13 @@
 import math
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
 from dl_jax.data import text
 from dl_jax.errors import ConfigError, DataError
-from dl_jax.text import pairs
+from dl_jax.text import models, pairs
 from dl_jax.text.vocab import Vocabulary
 
 
@@ -356,14 +357,15 @@ def test_split_and_select_documents():
 
 def test_negative_sampler_matches_distribution():
   noise = np.array([0.5, 0.0, 0.25, 0.15, 0.1])
-  draws = pairs.sample_negatives(np.random.default_rng(0), noise, (400, 500))
+  accept, alias = models.alias_table(noise)
+  draws = np.asarray(models.sample_alias(jax.random.PRNGKey(0), accept, alias, (400, 500)))
   assert draws.shape == (400, 500) and draws.dtype == np.int32
   freq = np.bincount(draws.ravel(), minlength=5) / draws.size
   assert freq[1] == 0
   sd = np.sqrt(noise * (1 - noise) / draws.size)
   assert np.all(np.abs(freq - noise) <= 5 * sd + 1e-12), freq
-  a = pairs.negatives_for_epoch(noise, (10,), 0, 1)
-  np.testing.assert_array_equal(a, pairs.negatives_for_epoch(noise, (10,), 0,
-                                                             1))
-  with pytest.raises(ConfigError, match="noise_distribution"):
-    pairs.NegativeSampler([-1.0, 2.0])
+  a = models.sample_alias(jax.random.PRNGKey(1), accept, alias, (10,))
+  np.testing.assert_array_equal(a, models.sample_alias(jax.random.PRNGKey(1), accept, alias,
+                                                       (10,)))
+  with pytest.raises(ConfigError, match="noise distribution"):
+    models.alias_table([-1.0, 2.0])

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dl_jax.errors import ConfigError
+
 
 # ---------------------------------------------------------------------------------------------
 # Parameters
@@ -162,6 +164,9 @@ def nplm_ns_loss(params: dict, contexts: jax.Array, targets: jax.Array,
 def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Vose's alias method: (accept float32[V], alias int32[V]) for `sample_alias`."""
   p = np.asarray(probabilities, np.float64)
+  if p.ndim != 1 or p.size < 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+    raise ConfigError("the noise distribution must be a 1-D array of non-negative weights with a "
+                      "positive sum, e.g. Vocabulary.noise_distribution()")
   p = p / p.sum()
   n = len(p)
   scaled = p * n

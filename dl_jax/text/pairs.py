@@ -26,7 +26,7 @@ import numpy as np
 from dl_jax.errors import ConfigError, DataError
 
 # Distinct random streams for the different generators of one (seed, epoch).
-_SUBSAMPLE, _SKIPGRAM, _CBOW, _SPLIT, _NEGATIVES = 1, 2, 3, 4, 5
+_SUBSAMPLE, _SKIPGRAM, _CBOW, _SPLIT = 1, 2, 3, 4
 
 
 def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -223,45 +223,3 @@ def select_documents(ids, offsets, documents
   # Position of every kept token in the old corpus.
   within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
   return ids[np.repeat(starts, lengths) + within], new_offsets
-
-
-class NegativeSampler:
-  """Draws negative samples from a noise distribution (e.g. count**0.75).
-
-  Inverse-CDF sampling on the cumulative table, as word2vec's and gensim's
-  `cum_table`, with a binary search per sample.
-  """
-
-  def __init__(self, noise_distribution):
-    p = np.asarray(noise_distribution, np.float64)
-    if (p.ndim != 1 or p.size < 1 or not np.all(np.isfinite(p)) or
-        np.any(p < 0) or p.sum() <= 0):
-      raise ConfigError("noise_distribution must be a 1-D array of "
-                        "non-negative weights with a positive sum, e.g. "
-                        "Vocabulary.noise_distribution().")
-    self.cumulative = np.cumsum(p / p.sum())
-    self.cumulative[-1] = 1.0
-    self.size = p.size
-
-  def sample(self, rng: np.random.Generator | int, shape) -> np.ndarray:
-    """int32 ids of the given shape, i.i.d. from the noise distribution."""
-    rng = np.random.default_rng(rng)
-    ids = np.searchsorted(self.cumulative, rng.random(shape), side="right")
-    return np.minimum(ids, self.size - 1).astype(np.int32)
-
-
-def sample_negatives(rng: np.random.Generator | int, noise_distribution,
-                     shape) -> np.ndarray:
-  """int32 ids of the given shape drawn from `noise_distribution`.
-
-  `rng` is a numpy Generator or a seed. In JAX the same draw is
-  `jax.random.choice(key, V, shape, p=noise_distribution)`.
-  """
-  return NegativeSampler(noise_distribution).sample(rng, shape)
-
-
-def negatives_for_epoch(noise_distribution, shape, seed: int, epoch: int
-                        ) -> np.ndarray:
-  """`sample_negatives` from the stream of (seed, epoch)."""
-  return NegativeSampler(noise_distribution).sample(
-      _rng(seed, epoch, _NEGATIVES), shape)
