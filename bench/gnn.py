@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch_geometric.nn import GATConv, GCNConv
 
 from dl_jax.data import graphs as graph_data
-from dl_jax.graph import models
-from dl_jax.graph import train as node_train
+from dl_jax.models import registry
+from dl_jax.tasks import node_classification as node_train
 
 LR, WEIGHT_DECAY, DROPOUT, HIDDEN, HEADS = 0.01, 5e-4, 0.5, 64, 8
 RNG_IMPL = "rbg"
@@ -117,7 +117,7 @@ def run_seed(name: str, data, seed: int, epochs: int, warmup: int):
   y = torch.from_numpy(data.labels.astype(np.int64))
   train_mask = torch.from_numpy(data.train_mask)
 
-  model = models.build(name, num_classes=data.num_classes, hidden=HIDDEN, num_layers=2,
+  model = registry.build(name, num_classes=data.num_classes, hidden=HIDDEN, num_layers=2,
                        dropout=DROPOUT, heads=HEADS)
   config = type("C", (), {"optimizer": "adam", "learning_rate": LR,
                           "weight_decay": WEIGHT_DECAY})

@@ -8,7 +8,7 @@ softmax cross-entropy (eq. 5.22-5.24), Adam lr 1e-3):
   table shows where the time goes. 'xla/xla' computes what `flax.linen.Conv` + `flax.linen.max_pool`
   do; 'model' is `dl_jax.models.cnn.MnistCNN` with its default impls.
 
-dl_jax runs its jitted train step (`dl_jax.train.state.train_step`, state donated); PyTorch runs
+dl_jax runs its jitted train step (`dl_jax.tasks.image_classification.train_step`, state donated); PyTorch runs
 `model(x)`, `cross_entropy`, `backward()`, `Adam.step()` eagerly. Each variant is warmed up,
 then timed step by step (blocking on the result) in interleaved rounds, so that load from other
 processes affects all variants alike; the table gives the median over all timed steps.
@@ -48,7 +48,7 @@ from dl_jax.models.cnn import MnistCNN
 from dl_jax.models.mlp import MLP
 from dl_jax.nn.conv import conv2d, resolve_impl
 from dl_jax.nn.pool import max_pool
-from dl_jax.train.state import create_train_state, train_step
+from dl_jax.tasks.image_classification import create_train_state, train_step
 
 DEFAULT_VARIANTS = "model,auto/auto,custom_vjp/xla,xla/slices,xla/xla"
 

@@ -41,7 +41,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from dl_jax.data import text  # pylint: disable=g-import-not-at-top
 from dl_jax.text import evaluate  # pylint: disable=g-import-not-at-top
-from dl_jax.text import train as w2v  # pylint: disable=g-import-not-at-top
+from dl_jax.text import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  from dl_jax.text import word2vec as w2v  # pylint: disable=g-import-not-at-top
 
 
 # Threads of the native engine per model, as in experiments/configs/word2vec_{skipgram,cbow}.py.
@@ -76,7 +77,7 @@ def run_gensim(docs, model, args, questions):
 
 def run_dl_jax(docs, model, args, questions):
   t0 = time.perf_counter()
-  corpus = w2v.load_encoded((), 5, docs=docs)
+  corpus = corpus_lib.load_encoded((), 5, docs=docs)
   lr = args.skipgram_lr if model == "skipgram" else args.cbow_lr
   threads = args.native_threads or NATIVE_THREADS[model]
   spec = w2v.StreamSpec(model, "negative_sampling", 5, 5, args.batch_size, args.steps_per_call,
@@ -105,7 +106,7 @@ def run_dl_jax(docs, model, args, questions):
   t0 = time.perf_counter()
   for epoch in range(args.epochs):
     jax.block_until_ready([jax.numpy.asarray(a) for a in w2v.pad_stream(
-        *w2v.epoch_stream(corpus.ids, corpus.offsets, engine.keep, args.seed, epoch), spec)])
+        *corpus_lib.epoch_stream(corpus.ids, corpus.offsets, engine.keep, args.seed, epoch), spec)])
   host_s = time.perf_counter() - t0
   acc = evaluate.analogy_accuracy(E, corpus.vocab.words, questions, 30000)
   return {"train_s": train_s, "host_s": host_s, "prep_s": prep_s, "vocab": len(corpus.vocab),

@@ -27,3 +27,8 @@ def require_positive_int(config, key: str, prefix: str = "") -> None:
   value = config[key]
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise ConfigError(f"{prefix}{key}={value!r} must be a positive integer")
+
+
+class NonFiniteError(DlJaxError):
+  """The loss or the gradient norm stopped being finite; the last good checkpoint is kept."""
+  exit_code = 1

@@ -26,7 +26,7 @@ from absl import app, flags, logging
 
 from dl_jax.errors import DlJaxError
 from dl_jax.nn import activations
-from dl_jax.train.optimizers import make_optimizer
+from dl_jax.optim import make_optimizer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -37,7 +37,7 @@ def define_flags():
   flags.DEFINE_string("workdir", "runs/xor", "Where xor_boundaries.png and results.json go.")
   flags.DEFINE_integer("seed", 0, "Seed of the parameter initialization.")
   flags.DEFINE_integer("steps", 1000, "Full-batch training steps for each model.")
-  flags.DEFINE_string("optimizer", "adam", "Optimizer of section 2.6 (dl_jax.train.optimizers).")
+  flags.DEFINE_string("optimizer", "adam", "Optimizer of section 2.6 (dl_jax.optim).")
   flags.DEFINE_float("learning_rate", 0.1, "Learning rate of both models.")
   flags.DEFINE_integer("hidden", 8, "Width of the MLP's hidden layer.")
   flags.DEFINE_string("activation", "tanh", "Hidden activation of the MLP (dl_jax.nn.activations).")

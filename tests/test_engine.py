@@ -12,7 +12,9 @@ import pytest
 
 from dl_jax.errors import CheckpointError, ConfigError
 from dl_jax.models import registry
-from dl_jax.train import checkpoint, optimizers, state as state_lib
+from dl_jax import optim as optimizers
+from dl_jax.engine import workdir as checkpoint
+from dl_jax.tasks import image_classification as state_lib
 
 
 def blobs(n=256, seed=0):
@@ -110,11 +112,11 @@ def test_checkpoint_round_trip_keeps_optax_types(tmp_path):
   state = new_state()
   state, _ = jax.jit(state_lib.train_step)(state, {k: v[:16] for k, v in blobs().items()})
   ckpt = checkpoint.Checkpointer(tmp_path, keep=2)
-  ckpt.save(1, state.checkpointable())
+  ckpt.save(1, {"state": state})
   ckpt.wait()
   fresh = new_state(seed=1)
-  restored = fresh.replace_from(ckpt.restore(1, fresh.checkpointable()))
-  chex.assert_trees_all_equal(restored.checkpointable(), state.checkpointable())
+  restored = ckpt.restore(1, {"state": jax.eval_shape(lambda: fresh)})["state"]
+  chex.assert_trees_all_equal(jax.tree.leaves(restored), jax.tree.leaves(state))
   assert type(restored.opt_state[0]) is type(state.opt_state[0])  # ScaleByAdamState, not a dict
   ckpt.close()
 
@@ -122,7 +124,7 @@ def test_checkpoint_round_trip_keeps_optax_types(tmp_path):
 def test_corrupted_checkpoint_is_reported_and_kept(tmp_path):
   state = new_state()
   ckpt = checkpoint.Checkpointer(tmp_path, keep=2)
-  ckpt.save(5, state.checkpointable())
+  ckpt.save(5, {"state": state})
   ckpt.wait()
   ckpt.close()
   files = sorted(p for p in (tmp_path / "checkpoints" / "5").rglob("*") if p.is_file())
@@ -133,7 +135,7 @@ def test_corrupted_checkpoint_is_reported_and_kept(tmp_path):
     sizes[f] = f.stat().st_size
   ckpt = checkpoint.Checkpointer(tmp_path, keep=2)
   with pytest.raises(CheckpointError, match="checkpoints/5' cannot be restored.*left as is"):
-    ckpt.restore(5, state.checkpointable())
+    ckpt.restore(5, {"state": state})
   assert {f: f.stat().st_size for f in files} == sizes
 
 

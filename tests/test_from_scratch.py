@@ -13,7 +13,7 @@ import pytest
 from dl_jax.errors import ConfigError
 from dl_jax.from_scratch import backprop, neuron, softmax
 from dl_jax.nn import activations
-from dl_jax.train.optimizers import make_optimizer
+from dl_jax.optim import make_optimizer
 
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
 

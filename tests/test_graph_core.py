@@ -13,7 +13,8 @@ from dl_jax.graph import compat
 from dl_jax.graph import graphs as G
 from dl_jax.graph import layers as L
 from dl_jax.graph import message_passing as mp
-from dl_jax.graph import models as M
+from dl_jax.models import gnn, registry
+from dl_jax.models.spec import count_params
 from dl_jax.symmetry import blueprint as bp
 
 JIT = pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
@@ -266,6 +267,47 @@ def test_deepsets_on_arrays_and_on_graphs_without_edges():
 # ---------------------------------------------------------------------------------------------
 # Padding and buckets.
 
+PRECISION_LAYERS = {  # name -> (layer for a dtype, edge features of the corner batch)
+    "gcn": (lambda d: L.GCN(4, dtype=d), None),
+    "gat": (lambda d: L.GAT(2, num_heads=2, dtype=d), None),
+    "sage_mean": (lambda d: L.GraphSAGE(4, "mean", dtype=d), None),
+    "sage_maxpool": (lambda d: L.GraphSAGE(4, "maxpool", dtype=d), None),
+    "sage_lstm": (lambda d: L.GraphSAGE(4, "lstm", max_neighbours=2, dtype=d), None),
+    "ggnn_edge_types": (lambda d: L.GatedGNN(4, 2, num_edge_types=2, dtype=d), "types"),
+    "ggnn_edge_weights": (lambda d: L.GatedGNN(4, 2, edge_weights=True, dtype=d), "weights"),
+    "gin": (lambda d: L.GIN(4, dtype=d), None),
+    "mlp": (lambda d: L.MLPLayer(4, dtype=d), None),
+    "deepsets_equivariant": (lambda d: L.DeepSetsEquivariant(4, dtype=d), None),
+    "deepsets_invariant": (lambda d: L.DeepSetsInvariant(4, (4,), dtype=d), None),
+}
+
+
+@pytest.mark.parametrize("name", PRECISION_LAYERS)
+def test_layers_keep_float32_parameters_and_compute_in_their_dtype(name):
+  build, edges = PRECISION_LAYERS[name]
+  graph = corner_batch()
+  if edges == "types":
+    graph = graph._replace(edges=np.array([0, 1, 1, 0, 1], np.int32))
+  elif edges == "weights":
+    graph = graph._replace(edges=np.array([0.5, 1.0, 2.0, 1.0, 1.5], np.float32))
+  nodes = lambda out: out.nodes if isinstance(out, jraph.GraphsTuple) else out
+  reference = build(None)
+  variables = reference.init(jax.random.PRNGKey(0), graph)
+  out32 = nodes(reference.apply(variables, graph))
+  # A bfloat16 layer on float32 inputs: float32 parameters, bfloat16 outputs close to float32.
+  low = build(jnp.bfloat16)
+  low_variables = low.init(jax.random.PRNGKey(0), graph)
+  assert {leaf.dtype for leaf in jax.tree.leaves(low_variables)} == {jnp.dtype(jnp.float32)}
+  out16 = nodes(low.apply(variables, graph))
+  assert out16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out16, np.float32), out32, rtol=5e-2,
+                             atol=5e-2 * max(1.0, float(np.abs(out32).max())))
+  # bfloat16 inputs no longer make bfloat16 parameters.
+  graph16 = graph._replace(nodes=graph.nodes.astype(jnp.bfloat16))
+  shapes = jax.eval_shape(reference.init, jax.random.PRNGKey(0), graph16)
+  assert {leaf.dtype for leaf in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+
 def small_graphs(count, seed=0, features=3):
   rng = np.random.default_rng(seed)
   graphs = []
@@ -275,12 +317,12 @@ def small_graphs(count, seed=0, features=3):
   return graphs
 
 
-@pytest.mark.parametrize("name", M.NODE_MODELS)
+@pytest.mark.parametrize("name", gnn.NODE_MODELS)
 def test_padding_does_not_change_real_nodes(name):
   graph = jraph.batch_np(small_graphs(5, seed=1))
   padded = G.pad_to_buckets(graph)
   assert padded.nodes.shape[0] > graph.nodes.shape[0] and padded.senders.size > graph.senders.size
-  model = M.build(name, num_classes=3, hidden=8, heads=2)
+  model = registry.build(name, num_classes=3, hidden=8, heads=2)
   variables = init(model, graph)
   real = graph.nodes.shape[0]
   apply = jax.jit(model.apply)
@@ -310,7 +352,7 @@ def test_batches_are_deterministic_masked_and_compile_once_per_bucket():
             for b in batches + other}
   assert len(shapes) < len(batches + other)  # batches share buckets
 
-  model = M.build("graph_gin", num_classes=3, hidden=8, num_layers=2)
+  model = registry.build("graph_gin", num_classes=3, hidden=8, num_layers=2)
   variables = init(model, batches[0].graph)
 
   def nll(variables, graph, labels):
@@ -402,17 +444,17 @@ PARAM_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("name", M.NODE_MODELS)
+@pytest.mark.parametrize("name", gnn.NODE_MODELS)
 def test_node_model_parameter_counts(name):
   graph = G.from_edge_list([0, 1], [1, 0], 2, nodes=np.zeros((2, 3000), np.float32))
-  shapes = jax.eval_shape(M.build(name, num_classes=26, hidden=64).init, jax.random.PRNGKey(0),
-                          graph)
-  assert M.count_params(shapes) == PARAM_COUNTS[name]
+  shapes = jax.eval_shape(registry.build(name, num_classes=26, hidden=64).init,
+                          jax.random.PRNGKey(0), graph)
+  assert count_params(shapes) == PARAM_COUNTS[name]
 
 
 def test_models_are_pure_and_dropout_uses_the_rng():
   graph = jraph.batch_np(small_graphs(3, seed=4))
-  model = M.build("gat", num_classes=3, hidden=8, heads=2, dropout=0.5)
+  model = registry.build("gat", num_classes=3, hidden=8, heads=2, dropout=0.5)
   variables = init(model, graph)
   train = jax.jit(lambda key: model.apply(variables, graph, deterministic=False,
                                           rngs={"dropout": key}))
@@ -421,21 +463,23 @@ def test_models_are_pure_and_dropout_uses_the_rng():
   evaluate = jax.jit(model.apply)
   np.testing.assert_array_equal(evaluate(variables, graph), evaluate(variables, graph))
   assert not np.allclose(train(jax.random.PRNGKey(1)), evaluate(variables, graph))
-  graph_model = M.build("graph_gcn", num_classes=2, hidden=8)
+  graph_model = registry.build("graph_gcn", num_classes=2, hidden=8)
   v = init(graph_model, graph)
   assert jax.jit(graph_model.apply)(v, graph).shape == (3, 2)
 
 
 def test_build_rejects_unknown_names_and_arguments():
-  with pytest.raises(ConfigError, match="unknown graph model 'gcnn'; accepted: gcn, gat, "):
-    M.build("gcnn", num_classes=2)
-  with pytest.raises(ConfigError, match="unknown argument 'hiden' for graph model 'gcn'; "
-                                        "accepted: num_classes, hidden"):
-    M.build("gcn", num_classes=2, hiden=3)
-  with pytest.raises(ConfigError, match="needs num_classes"):
-    M.build("graph_gin")
+  with pytest.raises(ConfigError, match="unknown model 'gcnn'; registered node models: gat, gcn, "):
+    registry.get("gcnn", family="node")
+  with pytest.raises(ConfigError, match="model 'gcn' has no hyper-parameter 'hiden'; "
+                                        "accepted: dropout, dtype, heads, hidden, max_neighbours, "
+                                        "num_classes, num_layers$"):
+    registry.build("gcn", num_classes=2, hiden=3)
+  with pytest.raises(ConfigError, match=r"model 'graph_gin': model_kwargs.num_classes=None "
+                                        r"\(type NoneType\) has the wrong type; accepted: an int"):
+    registry.build("graph_gin", num_classes=None)
   with pytest.raises(ConfigError, match="hidden=10 must be a multiple of heads=4"):
-    M.build("gat", num_classes=2, hidden=10, heads=4).init(jax.random.PRNGKey(0),
+    registry.build("gat", num_classes=2, hidden=10, heads=4).init(jax.random.PRNGKey(0),
                                                            corner_batch())
   with pytest.raises(ConfigError, match="unknown GraphSAGE aggregator 'sum'"):
     L.GraphSAGE(2, "sum").init(jax.random.PRNGKey(0), corner_batch())

@@ -2,10 +2,11 @@
 one checker of `dl_jax.symmetry.check`, eagerly and jitted:
 
 - relabeling the nodes (within each graph of a batch, edges relabeled, edge order kept) commutes
-  with every layer and node model: exactly (atol = rtol = 0), since every sum still adds the
-  same terms in the same order; DeepSets' set mean and the read-outs sum in another order, so
-  they get an atol that grows with the set size (float32 rounding);
-- graph read-outs and graph classifiers are invariant;
+  with every layer and every registered node model that declares it: exactly (atol = rtol =
+  0), since every sum still adds the same terms in the same order; DeepSets' set mean and the
+  read-outs sum in another order, so they get an atol that grows with the set size (float32
+  rounding);
+- graph read-outs and the registered graph classifiers are invariant (as they declare);
 - the order the edges are stored in does not matter (exact for max aggregation, float32
   rounding for sums);
 - padding does not change the real nodes' or graphs' outputs;
@@ -22,8 +23,9 @@ import pytest
 from dl_jax.graph import graphs as G
 from dl_jax.graph import layers as L
 from dl_jax.graph import message_passing as mp
-from dl_jax.graph import models as M
+from dl_jax.models import registry
 from dl_jax.symmetry import groups
+from dl_jax.symmetry import vocabulary as sym
 from dl_jax.symmetry.check import check_equivariant, check_invariant
 
 KEY = jax.random.PRNGKey(0)
@@ -101,11 +103,32 @@ def layer_case(name):
   return bound(build(), graph), graph, exact_nodes, exact_edges
 
 
+def declaring(family: str, symmetry: str) -> list[str]:
+  """The registered models of `family` that declare `symmetry`."""
+  return [n for n in registry.names(family) if symmetry in registry.get(n).symmetries]
+
+
+NODE_EQUIVARIANT = declaring("node", sym.PERMUTATION_EQUIVARIANT)
+GRAPH_INVARIANT = declaring("graph", sym.PERMUTATION_INVARIANT)
+
+
 @functools.lru_cache(maxsize=None)
 def model_case(name):
   graph = make_batch()
-  return bound(M.build(name, num_classes=3, hidden=8, heads=2) if name in M.NODE_MODELS
-               else M.build(name, num_classes=3, hidden=8), graph), graph
+  small = {"num_classes": 3, "hidden": 8}
+  if registry.get(name).family == "node":
+    small["heads"] = 2
+  return bound(registry.build(name, **small), graph), graph
+
+
+def test_every_declared_graph_model_symmetry_is_tested():
+  for family, tested in (("node", NODE_EQUIVARIANT), ("graph", GRAPH_INVARIANT)):
+    for name in registry.names(family):
+      assert set(registry.get(name).symmetries) <= {sym.PERMUTATION_EQUIVARIANT,
+                                                    sym.PERMUTATION_INVARIANT}, name
+      assert bool(registry.get(name).symmetries) == (name in tested), name
+  assert set(registry.names("node")) - set(NODE_EQUIVARIANT) == {"sage_lstm"}
+  assert GRAPH_INVARIANT == registry.names("graph")
 
 
 def tolerance(exact: bool, f, graph) -> float:
@@ -146,7 +169,7 @@ def test_padding_does_not_change_real_nodes(name):
 
 
 @JIT
-@pytest.mark.parametrize("name", [n for n in M.NODE_MODELS if n != "sage_lstm"])
+@pytest.mark.parametrize("name", NODE_EQUIVARIANT)
 def test_node_models_are_equivariant(name, jit):
   f, graph = model_case(name)
   report = check_equivariant(f, graph, node_permutation(graph), KEY, atol=0.0, rtol=0.0,
@@ -155,7 +178,7 @@ def test_node_models_are_equivariant(name, jit):
 
 
 @JIT
-@pytest.mark.parametrize("name", M.GRAPH_MODELS)
+@pytest.mark.parametrize("name", GRAPH_INVARIANT)
 def test_graph_models_are_invariant_and_ignore_padding(name, jit):
   f, graph = model_case(name)
   f = jax.jit(f) if jit else f
@@ -192,6 +215,11 @@ def test_sage_lstm_is_the_negative_control(jit):
   # Its order is a random ranking of node ids, not of storage: edge order does not matter.
   check_equivariant(f, graph, edge_permutation(graph), KEY, atol=0.0, rtol=0.0,
                     n_samples=1 + jit, jit=jit)
+  # The registered model built on it declares no symmetry, and indeed has none.
+  model, graph = model_case("sage_lstm")
+  with pytest.raises(AssertionError, match="FAILED"):
+    check_equivariant(model, graph, node_permutation(graph), KEY, atol=1e-4, rtol=1e-4,
+                      n_samples=1 + jit, jit=jit)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from dl_jax.errors import ConfigError
-from dl_jax.graph import models
-from dl_jax.graph import train as node_train
+from dl_jax.models import registry
+from dl_jax import engine
+from dl_jax.tasks import node_classification as node_train
 from dl_jax.graph.graphs import from_edge_list
 from experiments.configs import gnn_wordnet
 from tests.conftest import experiment_cmd, run
@@ -60,7 +61,7 @@ def test_sample_unsupervised_edges_and_noise_distribution():
 def test_return_hidden_keeps_logits_and_params(kind):
   graph = from_edge_list([0, 1, 1, 2], [1, 0, 2, 1], 3,
                          nodes=np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32))
-  model = models.build(kind, num_classes=2, hidden=8, dropout=0.0)
+  model = registry.build(kind, num_classes=2, hidden=8, dropout=0.0)
   params = model.init(jax.random.PRNGKey(0), graph)
   logits = model.apply(params, graph)
   logits2, hidden = model.apply(params, graph, return_hidden=True)
@@ -88,7 +89,7 @@ def test_wordnet_cora_with_unsupervised_loss(tmp_path):
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"unsupervised_weight": -1.0}, "unsupervised_weight=-1.0 must be a number >= 0"),
+    ({"unsupervised_weight": -1.0}, "unsupervised_weight=-1.0 must be a finite number >= 0"),
     ({"unsupervised_weight": 1.0, "unsupervised_negatives": 0},
      "unsupervised_negatives=0 must be a positive integer"),
     ({"unsupervised_weight": 1.0, "sampling.enabled": True},
@@ -105,4 +106,4 @@ def test_bad_unsupervised_config(values, message):
       node = node[parent]
     node[leaf] = value
   with pytest.raises(ConfigError, match=re.escape(message)):
-    node_train.validate_config(config)
+    engine.validate(config)

@@ -1,5 +1,11 @@
-"""One parameterized test over every registered model: init, output shape, parameter count,
-jit == no-jit. A model added to the registry is tested here without further work."""
+"""One parameterized test over every registered model of every family (`dl_jax.models.registry`),
+in float32 and bfloat16: init shapes, pinned parameter count, jit == eager, output shape, output
+dtype (the compute dtype) and parameter dtype (float32 always), finite outputs, rows independent
+where the family allows. A model added to a module's `SPECS` is tested here without further
+work. Then the registry's API and messages."""
+
+import dataclasses
+import functools
 
 import chex
 import jax
@@ -9,35 +15,152 @@ import pytest
 
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry
-from dl_jax.train.state import param_count
+from dl_jax.models.spec import FAMILIES, count_params
+
+KEY = jax.random.PRNGKey(0)
+DTYPES = ("float32", "bfloat16")
+TOLERANCE = {"float32": 1e-5, "bfloat16": 3e-2}  # relative to the output scale
+BATCH = 3
+
+
+def _close(a, b, dtype):
+  a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+  tol = TOLERANCE[dtype] * max(1.0, float(np.abs(b).max()))
+  np.testing.assert_allclose(a, b, rtol=TOLERANCE[dtype], atol=tol)
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(name: str, dtype: str):
+  spec = registry.get(name)
+  model = registry.build(name, dtype=dtype)
+  args = spec.example_inputs(BATCH, jnp.float32)  # float32 data, as the pipelines give it
+  return spec, model, args, model.init(KEY, *args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", registry.names())
+def test_registered_model(name, dtype):
+  spec, model, args, variables = _setup(name, dtype)
+  shapes = jax.eval_shape(model.init, KEY, *args)
+  chex.assert_trees_all_equal_shapes_and_dtypes(variables, shapes)
+  assert count_params(variables["params"]) == spec.param_count
+  for leaf in jax.tree.leaves(variables):  # parameters and batch statistics
+    assert leaf.dtype == jnp.float32, (name, leaf.dtype)
+
+  out = model.apply(variables, *args)
+  assert out.shape == spec.output_shape(BATCH) and out.dtype == jnp.dtype(dtype)
+  chex.assert_tree_all_finite(out)
+  _close(jax.jit(model.apply)(variables, *args), out, dtype)
+  # Inputs already in the compute dtype give the same outputs.
+  _close(model.apply(variables, *spec.example_inputs(BATCH, dtype)), out, dtype)
+  if FAMILIES[spec.family].rows_independent:  # each row depends only on its own input
+    _close(model.apply(variables, *(a[:1] for a in args)), out[:1], dtype)
 
 
 @pytest.mark.parametrize("name", registry.names())
-def test_registered_model(name):
+def test_defaults_name_every_hyperparameter(name):
+  """`--config.model_kwargs.<key>` is valid for every attribute of the module (but the ones
+  the spec's factory fixes, such as the layer kind of a graph model)."""
   spec = registry.get(name)
   model = registry.build(name)
-  x = jax.random.normal(jax.random.PRNGKey(1), (3, *spec.input_shape))
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
-  assert param_count(variables["params"]) == spec.param_count
-  out = model.apply(variables, x, train=False)
-  chex.assert_shape(out, (3, spec.num_outputs))
-  chex.assert_tree_all_finite(out)
-  jitted = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
-  np.testing.assert_allclose(jitted, out, rtol=1e-5, atol=1e-5)
-  # Examples do not interact: each row depends only on its own input.
-  np.testing.assert_allclose(model.apply(variables, x[:1], train=False), out[:1], rtol=1e-5,
-                             atol=1e-5)
+  fixed = set(getattr(spec.factory, "keywords", {}))
+  fields = {f.name for f in dataclasses.fields(model) if f.init} - {"parent", "name"} - fixed
+  assert fields == set(spec.defaults)
+  assert spec.defaults["dtype"] == "float32" and spec.family in FAMILIES and spec.description
+  assert registry.build(name, **spec.defaults) == model
+
+
+def test_batch_norm_and_prelu_keep_float32_parameters_under_bfloat16():
+  spec = registry.get("mnist_mlp")
+  model = registry.build("mnist_mlp", batch_norm=True, activation="prelu", dropout_rate=0.1,
+                         dtype="bfloat16")
+  (x,) = spec.example_inputs(4)
+  variables = model.init(KEY, x)
+  out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": KEY})
+  assert out.dtype == jnp.bfloat16
+  for leaf in jax.tree.leaves((variables, updates)):
+    assert leaf.dtype == jnp.float32
 
 
 def test_cnn_shapes_follow_section_5_3_1():
   model = registry.build("mnist_cnn")
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  variables = model.init(KEY, jnp.zeros((1, 28, 28, 1)))
   kernels = [variables["params"][k]["kernel"].shape for k in sorted(variables["params"])]
   assert kernels == [(5, 5, 1, 6), (5, 5, 6, 12), (5, 5, 12, 12), (108, 256), (256, 10)]
 
 
+# ---------------------------------------------------------------------------------------------
+# The registry's API and messages.
+
+def test_names_partition_the_registry_by_family():
+  assert registry.names() == sorted(registry.MODELS)
+  by_family = {family: registry.names(family) for family in FAMILIES}
+  assert sorted(sum(by_family.values(), [])) == registry.names()
+  assert by_family["image"] == ["blueprint_grid", "mnist_cnn", "mnist_mlp", "p4cnn"]
+  assert by_family["graph"] == ["graph_deepsets", "graph_gcn", "graph_gin"]
+  assert by_family["text"] == ["nplm"] and "gcn" in by_family["node"]
+  assert registry.get("gcn", family="node").family == "node"
+
+
 def test_unknown_model_and_hyperparameter():
-  with pytest.raises(ConfigError, match="unknown model 'resnet9000'.*mnist_cnn"):
+  with pytest.raises(ConfigError, match="unknown model 'resnet9000'; registered models: "
+                                        "blueprint_grid, .*mnist_cnn"):
     registry.get("resnet9000")
-  with pytest.raises(ConfigError, match="no hyper-parameter 'depth'.*accepted: activation, batch_norm, dropout_rate, hidden"):
+  with pytest.raises(ConfigError, match=r"^unknown model 'gcn'; registered image models: "
+                                        r"blueprint_grid, mnist_cnn, mnist_mlp, p4cnn \('gcn' is "
+                                        r"a node model\)$"):
+    registry.get("gcn", family="image")
+  with pytest.raises(ConfigError, match="unknown model 'mnist_cnn'; registered graph models: "
+                                        "graph_deepsets, graph_gcn, graph_gin"):
+    registry.get("mnist_cnn", family="graph")
+  with pytest.raises(ConfigError, match="unknown model family 'video'; accepted: image, set"):
+    registry.names("video")
+  with pytest.raises(ConfigError, match="^model 'mnist_mlp' has no hyper-parameter 'depth'; "
+                                        "accepted: activation, batch_norm, dropout_rate, dtype, "
+                                        "hidden, kernel_init, num_classes$"):
     registry.build("mnist_mlp", depth=3)
+
+
+@pytest.mark.parametrize("key,value,accepted", [
+    ("hidden", "64,64", "a tuple of ints (or a list), e.g. (256, 256)"),
+    ("hidden", (64, 64.5), "a tuple of ints"),
+    ("hidden", 64, "a tuple of ints"),
+    ("num_classes", True, "an int, e.g. 10"),
+    ("num_classes", 10.0, "an int"),
+    ("dropout_rate", "0.1", "a number, e.g. 0.0"),
+    ("batch_norm", 1, "a bool, e.g. False"),
+    ("activation", None, "a string, e.g. 'relu'"),
+])
+def test_hyperparameters_of_the_wrong_type_are_one_config_error(key, value, accepted):
+  with pytest.raises(ConfigError) as info:
+    registry.build("mnist_mlp", **{key: value})
+  message = str(info.value)
+  assert message.startswith(f"model 'mnist_mlp': model_kwargs.{key}={value!r} (type "
+                            f"{type(value).__name__}) has the wrong type; accepted: "), message
+  assert accepted in message
+
+
+def test_hyperparameters_are_normalized():
+  model = registry.build("mnist_mlp", hidden=[64, np.int64(32)], dropout_rate=0,
+                         dtype=jnp.bfloat16)
+  assert model.hidden == (64, 32) and isinstance(model.dropout_rate, float)
+  assert model.dtype == jnp.dtype("bfloat16")
+  assert registry.build("mnist_mlp").dtype == jnp.dtype("float32")
+  assert type(registry.build("gcn", num_classes=np.int64(5)).num_classes) is int
+  assert registry.build("p4cnn", pool_after=[0]).pool_after == (0,)
+  for bad in ("int8", "float", None):
+    with pytest.raises(ConfigError, match=f"model_kwargs.dtype={bad!r} is not a compute dtype; "
+                                          "accepted: bfloat16, float16, float32, float64"):
+      registry.build("gcn", dtype=bad)
+
+
+def test_example_inputs_follow_the_hyperparameters():
+  spec = registry.get("nplm")
+  (contexts,) = spec.example_inputs(5, context_size=2, vocab_size=10)
+  assert contexts.shape == (5, 2) and contexts.dtype == jnp.int32
+  assert 0 <= int(contexts.min()) and int(contexts.max()) < 10
+  assert spec.output_shape(5, vocab_size=10) == (5, 10)
+  (graph,) = registry.get("gcn").example_inputs(4)
+  assert graph.n_node.tolist() == [5, 1, 3, 6] and graph.n_edge.tolist() == [10, 0, 6, 12]
+  assert registry.get("gcn").output_shape(4) == (15, 7)

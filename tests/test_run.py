@@ -1,16 +1,12 @@
-"""Experiments end to end, as a user runs them, on real MNIST: outputs, resume after SIGKILL,
-preemption by SIGTERM, divergence, and one clear message for each kind of bad input."""
+"""Image experiments end to end, as a user runs them, on real MNIST: outputs, and one clear
+message for each kind of bad input (resume, preemption and divergence of every task:
+tests/test_tasks.py)."""
 
 import json
-import signal
-import subprocess
-import time
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, experiment_cmd, run
+from tests.conftest import experiment_cmd, run
 
 # A short MLP run that crosses an epoch boundary (429 steps per epoch) and checkpoints twice.
 RESUME_FLAGS = ("--config.model=mnist_mlp", "--config.max_steps=1000",
@@ -18,34 +14,9 @@ RESUME_FLAGS = ("--config.model=mnist_mlp", "--config.max_steps=1000",
                 "--config.keep_checkpoints=10")
 
 
-def load_tree(workdir, step):
-  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")["state"]
-
-
-def assert_bitwise_equal(a, b):
-  flat_a, flat_b = ocp.tree.to_flat_dict(a), ocp.tree.to_flat_dict(b)
-  assert flat_a.keys() == flat_b.keys()
-  for key in flat_a:
-    np.testing.assert_array_equal(np.asarray(flat_a[key]), np.asarray(flat_b[key]), err_msg=str(key))
-
-
 def train_records(workdir):
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   return [(r["step"], r["split"], r["loss"], r["accuracy"]) for r in rows]
-
-
-def start(workdir, *flags):
-  return subprocess.Popen(experiment_cmd("mnist_mlp", workdir, *flags), cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_checkpoint(proc, workdir, step, timeout=300):
-  target = workdir / "checkpoints" / str(step)
-  deadline = time.time() + timeout
-  while not target.exists():
-    assert proc.poll() is None, f"run ended before checkpoint {step}:\n{proc.stdout.read()}"
-    assert time.time() < deadline
-    time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -70,52 +41,12 @@ def test_run_writes_all_outputs(straight_run):
   assert sorted(int(p.name) for p in (straight_run / "checkpoints").iterdir()) == [300, 600, 900, 1000]
 
 
-def test_resume_after_sigkill_is_bitwise_identical(straight_run, tmp_path):
-  proc = start(tmp_path, *RESUME_FLAGS)
-  wait_for_checkpoint(proc, tmp_path, 300)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not (tmp_path / "results.json").exists(), "the run finished before it was killed"
-  resumed = run(experiment_cmd("mnist_mlp", tmp_path, *RESUME_FLAGS))
-  assert resumed.returncode == 0, resumed.stderr
-  assert "resumed from" in resumed.stderr
-  assert_bitwise_equal(load_tree(tmp_path, 1000), load_tree(straight_run, 1000))
-  assert train_records(tmp_path) == train_records(straight_run)
-
-
-def test_sigterm_saves_then_resumes_identically(straight_run, tmp_path):
-  proc = start(tmp_path, *RESUME_FLAGS)
-  wait_for_checkpoint(proc, tmp_path, 300)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
-  assert "SIGTERM: saved checkpoint at step" in out
-  saved = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert 300 < saved < 1000
-  resumed = run(experiment_cmd("mnist_mlp", tmp_path, *RESUME_FLAGS))
-  assert resumed.returncode == 0, resumed.stderr
-  assert_bitwise_equal(load_tree(tmp_path, 1000), load_tree(straight_run, 1000))
-
-
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  result = run(experiment_cmd("mnist_mlp", tmp_path, "--config.optimizer=sgd",
-                              "--config.learning_rate=1e4", "--config.lr_schedule=constant",
-                              "--config.max_steps=400", "--config.checkpoint_every_steps=2",
-                              "--config.log_every_steps=2"))
-  assert result.returncode == 1
-  message = result.stderr.strip().splitlines()[-1]
-  assert message.startswith("error: non-finite") and "at step" in message, message
-  bad_step = int(message.split("at step ")[1].split()[0])
-  kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert kept and kept[-1] < bad_step
-  assert f"(step {kept[-1]})" in message
-  params = ocp.tree.to_flat_dict(load_tree(tmp_path, kept[-1])["params"])
-  assert all(np.isfinite(v).all() for v in params.values())
-  assert not (tmp_path / "results.json").exists()
-
-
 BAD_CONFIGS = [
-    (("--config.learning_rate=-0.1",), "learning_rate=-0.1 must be a positive number"),
+    (("--config.learning_rate=-0.1",), "learning_rate=-0.1 must be a finite number > 0"),
+    (("--config.learning_rate=inf",), "learning_rate=inf must be a finite number > 0"),
+    (("--config.warmup_steps=-3",), "warmup_steps=-3 must be 0 (no warm-up) or a positive"),
+    (("--config.eval_batch_size=0",), "eval_batch_size=0 must be a positive integer"),
+    (("--config.weight_l2=-1.0",), "weight_l2=-1.0 must be a finite number >= 0"),
     (("--config.optimizer=adamax",), "unknown optimizer 'adamax'; accepted: sgd, momentum"),
     (("--config.batch_size=0",), "batch_size=0 must be a positive integer"),
     (("--config.dataset=cifar10",), "unknown dataset 'cifar10'; accepted: mnist, fashion_mnist"),
@@ -187,3 +118,35 @@ def test_corrupted_cached_dataset_is_refused_and_kept(tmp_path):
   assert result.returncode == 2
   assert str(npz) in result.stderr and "sha256" in result.stderr
   assert npz.read_bytes() == bytes(corrupted)
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.num_epoch=3", "unknown config key 'num_epoch'; did you mean 'num_epochs'?"),
+    ("--config.batch_size=12.5", "config key 'batch_size' takes an int; got '12.5'"),
+    ("--config.model_kwargs.hidden=abc", "config key 'model_kwargs.hidden' takes a tuple of ints"),
+    ("--config.model_kwargs.depth=3", "unknown config key 'model_kwargs.depth'"),
+])
+def test_bad_command_lines_give_one_error_line(tmp_path, flag, message):
+  result = run(experiment_cmd("mnist_mlp", tmp_path / "run", flag))
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and errors[0].startswith("error: " + message), result.stderr[-2000:]
+  assert not (tmp_path / "run").exists()
+
+
+def test_show_config_prints_every_key_with_model_hyper_parameters(tmp_path):
+  result = run(experiment_cmd("mnist_mlp", tmp_path / "run", "--config.model_kwargs.hidden=64,64",
+                              "--config.model=mnist_mlp", "--show-config"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert "model_kwargs.hidden = (64, 64)" in lines and "num_epochs = 20" in lines
+  assert "model_kwargs.dropout_rate = 0.2" in lines  # the config file's value wins the default
+  assert any(line.startswith("model_kwargs.activation = ") for line in lines)  # registry default
+  assert not (tmp_path / "run").exists()
+
+
+def test_launch_help_prints_the_commands_only():
+  result = run(["./launch.sh", "help"])
+  assert result.returncode == 0
+  assert "set -euo" not in result.stdout and "./launch.sh test" in result.stdout

@@ -17,7 +17,9 @@ COMPARE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import Mesh
     from dl_jax.models import registry
-    from dl_jax.train import optimizers, sharding, state as state_lib
+    from dl_jax import optim as optimizers
+    from dl_jax.engine import sharding
+    from dl_jax.tasks import image_classification as state_lib
 
     assert jax.device_count() == 8, jax.devices()
     rng = np.random.default_rng(0)

@@ -1,7 +1,9 @@
 """Symmetry as a tested property (chapter 4): every declared symmetry of every registered model
-(`dl_jax.models.registry`) and layer (`dl_jax.symmetry.layers`) goes through the one checker,
-eagerly and jitted, in float32 (tolerance 1e-5) and float64 (1e-10); negative controls show the
-checker fails on maps that lack the symmetry. Adding a registry entry adds its tests.
+on arrays (`dl_jax.models.registry`, families image and set; the node and graph families are
+checked on GraphsTuples in `tests/test_graph_symmetry.py`) and layer (`dl_jax.symmetry.layers`)
+goes through the one checker, eagerly and jitted, in float32 (tolerance 1e-5) and float64
+(1e-10); negative controls show the checker fails on maps that lack the symmetry. Adding a
+registry entry adds its tests.
 
 `pytest tests/test_symmetry.py -rP -k float32` prints each report (max/mean errors).
 """
@@ -16,6 +18,7 @@ import pytest
 
 from dl_jax.data import augment as augment_lib
 from dl_jax.errors import ConfigError
+from dl_jax.models import blueprint as blueprint_models
 from dl_jax.models import registry
 from dl_jax.nn import group_conv as gc
 from dl_jax.nn.conv import Conv
@@ -28,8 +31,13 @@ TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 KEY = jax.random.PRNGKey(0)
 
 
+ARRAY_FAMILIES = ("image", "set")  # models whose inputs the vocabulary's actions move
+GRAPH_FAMILIES = ("node", "graph")  # tests/test_graph_symmetry.py
+
+
 def _cases():
-  cases = [("model", name, s) for name in registry.names() for s in registry.get(name).symmetries]
+  cases = [("model", name, s) for family in ARRAY_FAMILIES for name in registry.names(family)
+           for s in registry.get(name).symmetries]
   cases += [("layer", name, s) for name in layers.names() for s in layers.get(name).symmetries]
   return cases
 
@@ -65,8 +73,8 @@ def setup_case(source: str, name: str, dtype):
   k_x = jax.random.PRNGKey(1)
   if source == "model":
     spec = registry.get(name)
-    module = registry.build(name)
-    x = jax.random.normal(k_x, (2, *spec.input_shape))
+    module = registry.build(name, dtype=jnp.dtype(dtype).name)  # computes in the test's dtype
+    x = jax.random.normal(k_x, spec.example_inputs(2)[0].shape)
     params = getattr(module, "symmetry_params", {})
     kwargs = {"train": False}
   else:
@@ -100,6 +108,9 @@ def run_case(source, name, symmetry, dtype, jit):
 
 def test_registries_declare_symmetries_from_the_vocabulary():
   assert CASES, "no registered model or layer declares a symmetry"
+  for name in registry.names():  # every declared symmetry is tested here or for graphs
+    spec = registry.get(name)
+    assert not spec.symmetries or spec.family in ARRAY_FAMILIES + GRAPH_FAMILIES, name
   for _, name, symmetry in CASES:
     sym.get(symmetry)
   names = {(source, name) for source, name, _ in CASES}
@@ -171,7 +182,7 @@ def test_zero_padding_is_exact_only_in_the_interior(jit):
 
 def test_positional_encodings_break_permutation_invariance():
   x = jax.random.normal(KEY, (2, 16, 3))
-  model = bp.SetInvariantNet()
+  model = blueprint_models.SetInvariantNet()
   f = _init(model, x)
   check_invariant(f, x, groups.Permutation(16), KEY, atol=1e-5, rtol=1e-5)
   position = jnp.arange(16)[:, None] / 16.0

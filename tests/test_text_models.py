@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dl_jax.models import registry
 from dl_jax.text import models
 
 V, D = 11, 4
@@ -73,6 +74,29 @@ def test_nplm_softmax_loss_matches_eq_3_5():
     expected.append(-np.log(_np_softmax(z)[t]))
   got = models.nplm_softmax_loss(_f32(p), jnp.asarray(contexts), jnp.asarray(targets))
   np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+
+
+def test_registered_nplm_module_computes_nplm_logits_on_init_nplm_parameters():
+  """The registry's "nplm" (a linen module) and the functional NPLM the trainer uses are one
+  model: the same parameter tree as `init_nplm`, the same logits as `nplm_logits`."""
+  model = registry.build("nplm", vocab_size=V, dim=D, context_size=3, hidden=5)
+  contexts = jnp.asarray([[1, 2, 3], [4, 4, 0], [10, 9, 8]])
+  params = models.init_nplm(jax.random.PRNGKey(3), V, D, 3, 5)
+  initialized = model.init(jax.random.PRNGKey(0), contexts)["params"]
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), initialized) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), params)
+  np.testing.assert_allclose(model.apply({"params": params}, contexts),
+                             models.nplm_logits(params, contexts), rtol=1e-6, atol=1e-6)
+  p = _f32(_params(2, nplm=True))
+  np.testing.assert_allclose(model.apply({"params": p}, contexts),
+                             models.nplm_logits(p, contexts), rtol=1e-6, atol=1e-6)
+  low = registry.build("nplm", vocab_size=V, dim=D, context_size=3, hidden=5, dtype="bfloat16")
+  out = low.apply({"params": p}, contexts)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), models.nplm_logits(p, contexts),
+                             rtol=5e-2, atol=5e-2)
+  with pytest.raises(ValueError, match="context_size=3"):
+    model.apply({"params": p}, contexts[:, :2])
 
 
 # ---------------------------------------------------------------------------------------------

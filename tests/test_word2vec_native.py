@@ -11,7 +11,8 @@ from dl_jax.errors import ConfigError
 from dl_jax.text import evaluate
 from dl_jax.text import models
 from dl_jax.text import native
-from dl_jax.text import train as w2v
+from dl_jax.text import corpus as corpus_lib
+from dl_jax.text import word2vec as w2v
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -194,7 +195,7 @@ def test_one_cbow_window_update_is_the_word2vec_gradient_of_the_stream_loss():
 def _corpus():
   rng = np.random.default_rng(0)
   docs = [[f"w{int(i)}" for i in rng.zipf(1.3, 300) % 60] for _ in range(12)]
-  return w2v.load_encoded((), 2, docs=docs)
+  return corpus_lib.load_encoded((), 2, docs=docs)
 
 
 def _train(corpus, model, engine, stops=(), steps_per_call=8, seed=0, threads=1):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dl_jax.text import evaluate
-from dl_jax.text import train as w2v
+from dl_jax.text import corpus as corpus_lib
+from dl_jax.text import word2vec as w2v
 
 # A short but real run: the first 120k tokens of the corpus, one epoch, small steps.
 SHORT = ("--config.max_tokens=120000", "--config.epochs=1", "--config.batch_size=256",
@@ -46,17 +47,6 @@ def test_short_run_writes_results_metrics_and_vectors(short_run):
   np.testing.assert_array_equal(kv.vectors, vectors)
 
 
-def test_stopped_and_resumed_run_ends_with_the_same_vectors(short_run, tmp_path, run_experiment):
-  first = run_experiment("word2vec_skipgram", tmp_path, *SHORT, "--config.max_steps=100")
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert json.loads((tmp_path / "results.json").read_text())["steps"] == 100
-  second = run_experiment("word2vec_skipgram", tmp_path, *SHORT)
-  assert second.returncode == 0, second.stderr[-3000:]
-  assert "resumed from" in second.stderr
-  # The text format writes float32 exactly: equal files are equal bits.
-  assert (tmp_path / "vectors.txt").read_bytes() == (short_run / "vectors.txt").read_bytes()
-
-
 @pytest.mark.parametrize("flag, message", [
     ("--config.model=glove", "unknown model 'glove'; accepted: skipgram, cbow, nplm"),
     ("--config.dim=-3", "dim=-3 must be a positive integer"),
@@ -73,7 +63,7 @@ def test_bad_config_exits_2_with_one_message(flag, message, tmp_path, run_experi
 def test_engine_is_pure_in_seed_and_step_whatever_the_call_boundaries():
   rng = np.random.default_rng(0)
   docs = [[f"w{int(i)}" for i in rng.zipf(1.3, 300) % 60] for _ in range(12)]
-  corpus = w2v.load_encoded((), 2, docs=docs)
+  corpus = corpus_lib.load_encoded((), 2, docs=docs)
 
   def train(stops, steps_per_call, seed=0):
     spec = w2v.StreamSpec("cbow", "negative_sampling", 3, 4, 64, steps_per_call)

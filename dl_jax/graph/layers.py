@@ -14,9 +14,13 @@ otherwise from its fixed `seed`. With the same variables, input and rngs the out
 
 Edge direction: an edge j -> i carries a message from sender j to receiver i (see
 `dl_jax.graph.graphs`); store an undirected graph with both directions.
+
+Precision: every layer keeps its parameters in `param_dtype` (float32) and computes in `dtype`
+(None: from the inputs and parameters, flax's rule); sums over edges and nodes accumulate in at
+least float32 (`message_passing.segment_sum`).
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,6 +33,16 @@ from dl_jax.symmetry import blueprint as bp
 
 GraphsTuple = jraph.GraphsTuple
 SAGE_AGGREGATORS = ("mean", "maxpool", "lstm")
+
+
+def _dense(layer: nn.Module, features: int, **kwargs) -> nn.Dense:
+  """A dense layer with the precision of `layer` (its `dtype` and `param_dtype`)."""
+  return nn.Dense(features, dtype=layer.dtype, param_dtype=layer.param_dtype, **kwargs)
+
+
+def _inputs(layer: nn.Module, x: jax.Array) -> jax.Array:
+  """Node features in the compute dtype of `layer` (unchanged when it is None)."""
+  return x if layer.dtype is None else x.astype(layer.dtype)
 
 
 class GCN(nn.Module):
@@ -46,30 +60,36 @@ class GCN(nn.Module):
   """
   features: int
   use_bias: bool = True
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> GraphsTuple:
     del deterministic
-    h = nn.Dense(self.features, use_bias=False, name="W")(graph.nodes)
-    d_in, d_out = mp.degrees(graph, h.dtype)
+    h = _dense(self, self.features, use_bias=False, name="W")(graph.nodes)
+    d_in, d_out = mp.degrees(graph, mp.accumulation_dtype(h.dtype))
     d_in, d_out = d_in + 1, d_out + 1
     s, r = graph.senders, graph.receivers
-    coefficient = jax.lax.rsqrt(d_out[s] * d_in[r])
-    out = jax.ops.segment_sum(coefficient[:, None] * h[s], r, h.shape[0])
-    out = out + jax.lax.rsqrt(d_out * d_in)[:, None] * h
+    coefficient = jax.lax.rsqrt(d_out[s] * d_in[r]).astype(h.dtype)
+    out = mp.segment_sum(coefficient[:, None] * h[s], r, h.shape[0])
+    out = out + jax.lax.rsqrt(d_out * d_in).astype(h.dtype)[:, None] * h
     if self.use_bias:
-      out = out + self.param("bias", nn.initializers.zeros, (self.features,), h.dtype)
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+      out = out + bias.astype(h.dtype)
     return graph._replace(nodes=out)
 
 
 class _MaskedLSTMStep(nn.Module):
   """One LSTM step over a batch of sequences; rows whose step is not `valid` keep their state."""
   width: int
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, carry, inputs):
     x, valid = inputs
-    new, _ = nn.OptimizedLSTMCell(self.width, name="cell")(carry, x)
+    new, _ = nn.OptimizedLSTMCell(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                                  name="cell")(carry, x)
     return jax.tree.map(lambda a, b: jnp.where(valid[:, None], a, b), new, carry), None
 
 
@@ -92,6 +112,8 @@ class GraphSAGE(nn.Module):
   pool_features: int | None = None  # W_pool width ("maxpool") or LSTM size; default features
   max_neighbours: int = 16
   seed: int = 0
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   def _lstm(self, x: jax.Array, graph: GraphsTuple, width: int) -> jax.Array:
     x, n, e = jnp.asarray(x), x.shape[0], graph.senders.shape[0]
@@ -110,8 +132,10 @@ class GraphSAGE(nn.Module):
     valid = jnp.arange(k)[None, :] < jnp.minimum(degree, k)[:, None]  # [N, k]
     scan = nn.scan(_MaskedLSTMStep, variable_broadcast="params", split_rngs={"params": False},
                    in_axes=1)  # one cell (parameters) for every step
-    zeros = jnp.zeros((n, width), x.dtype)
-    (_, h), _ = scan(width, name="lstm")((zeros, zeros), (sequence, valid))
+    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)  # of the carried state
+    zeros = jnp.zeros((n, width), dtype)
+    (_, h), _ = scan(width, dtype, self.param_dtype, name="lstm")((zeros, zeros),
+                                                                 (sequence, valid))
     return h
 
   @nn.compact
@@ -120,18 +144,18 @@ class GraphSAGE(nn.Module):
     if self.aggregator not in SAGE_AGGREGATORS:
       raise ConfigError(f"unknown GraphSAGE aggregator {self.aggregator!r}; accepted: "
                         f"{', '.join(SAGE_AGGREGATORS)}")
-    x = graph.nodes
+    x = _inputs(self, graph.nodes)
     n = x.shape[0]
     width = self.pool_features or self.features
     if self.aggregator == "mean":
       neighbours = mp.aggregate(x[graph.senders], graph.receivers, n, "mean")
     elif self.aggregator == "maxpool":
-      pooled = nn.relu(nn.Dense(width, name="pool")(x))
+      pooled = nn.relu(_dense(self, width, name="pool")(x))
       neighbours = mp.aggregate(pooled[graph.senders], graph.receivers, n, "max")
     else:
       neighbours = self._lstm(x, graph, width)
-    out = (nn.Dense(self.features, name="self")(x)
-           + nn.Dense(self.features, use_bias=False, name="neighbours")(neighbours))
+    out = (_dense(self, self.features, name="self")(x)
+           + _dense(self, self.features, use_bias=False, name="neighbours")(neighbours))
     return graph._replace(nodes=out)
 
 
@@ -152,11 +176,13 @@ class GatedGNN(nn.Module):
   num_steps: int = 3
   num_edge_types: int | None = None
   edge_weights: bool = False
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> GraphsTuple:
     del deterministic
-    h = graph.nodes
+    h = _inputs(self, graph.nodes)
     if h.shape[-1] > self.features:
       raise ConfigError(f"GatedGNN state size features={self.features} is smaller than the "
                         f"{h.shape[-1]} input features; use features >= {h.shape[-1]}")
@@ -164,19 +190,20 @@ class GatedGNN(nn.Module):
     n, s, r = h.shape[0], graph.senders, graph.receivers
     if self.num_edge_types:
       w = self.param("W", nn.initializers.lecun_normal(batch_axis=(0,)),
-                     (self.num_edge_types, self.features, self.features), h.dtype)
+                     (self.num_edge_types, self.features, self.features), self.param_dtype)
+      h, w = nn.dtypes.promote_dtype(h, w, dtype=self.dtype)
       types = graph.edges.reshape(-1).astype(jnp.int32)
       transfer = lambda h: jnp.einsum("nf,tfg->ntg", h, w)[s, types]  # W_type(e) x_j
     else:
-      dense = nn.Dense(self.features, use_bias=False, name="W")
+      dense = _dense(self, self.features, use_bias=False, name="W")
       transfer = lambda h: dense(h)[s]
     weight = graph.edges.reshape(-1).astype(h.dtype)[:, None] if self.edge_weights else None
-    cell = nn.GRUCell(self.features, name="gru")
+    cell = nn.GRUCell(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="gru")
     for _ in range(self.num_steps):
       messages = transfer(h)
       if weight is not None:
         messages = weight * messages
-      h, _ = cell(h, jax.ops.segment_sum(messages, r, n))
+      h, _ = cell(h, mp.segment_sum(messages, r, n))
     return graph._replace(nodes=h)
 
 
@@ -197,15 +224,17 @@ class GAT(nn.Module):
   negative_slope: float = 0.2
   attention_dropout: float = 0.0
   use_bias: bool = True
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> GraphsTuple:
     x = graph.nodes
     n, heads, f = x.shape[0], self.num_heads, self.features
-    h = nn.Dense(heads * f, use_bias=False, name="W")(x).reshape(n, heads, f)
+    h = _dense(self, heads * f, use_bias=False, name="W")(x).reshape(n, heads, f)
     init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=-1, out_axis=-2)
-    a_sender = self.param("a_sender", init, (heads, f), h.dtype)
-    a_receiver = self.param("a_receiver", init, (heads, f), h.dtype)
+    a_sender = self.param("a_sender", init, (heads, f), self.param_dtype).astype(h.dtype)
+    a_receiver = self.param("a_receiver", init, (heads, f), self.param_dtype).astype(h.dtype)
     loops = jnp.arange(n, dtype=jnp.int32)
     s = jnp.concatenate([jnp.asarray(graph.senders, jnp.int32), loops])
     r = jnp.concatenate([jnp.asarray(graph.receivers, jnp.int32), loops])
@@ -213,10 +242,11 @@ class GAT(nn.Module):
                            self.negative_slope)  # [E + N, heads]
     alpha = mp.attention_weights(logits, r, n)
     alpha = nn.Dropout(self.attention_dropout)(alpha, deterministic=deterministic)
-    out = jax.ops.segment_sum(alpha[..., None] * h[s], r, n)  # [N, heads, f]
+    out = mp.segment_sum(alpha[..., None] * h[s], r, n)  # [N, heads, f]
     out = out.reshape(n, heads * f) if self.concat else jnp.mean(out, axis=1)
     if self.use_bias:
-      out = out + self.param("bias", nn.initializers.zeros, (out.shape[-1],), h.dtype)
+      bias = self.param("bias", nn.initializers.zeros, (out.shape[-1],), self.param_dtype)
+      out = out + bias.astype(h.dtype)
     return graph._replace(nodes=out)
 
 
@@ -228,26 +258,33 @@ class GIN(nn.Module):
   hidden: int | None = None
   learn_eps: bool = True
   eps_init: float = 0.0
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> GraphsTuple:
     del deterministic
     x = graph.nodes
-    eps = (self.param("eps", nn.initializers.constant(self.eps_init), (), x.dtype)
-           if self.learn_eps else self.eps_init)
+    if self.learn_eps:
+      eps = self.param("eps", nn.initializers.constant(self.eps_init), (), self.param_dtype)
+      x, eps = nn.dtypes.promote_dtype(x, eps, dtype=self.dtype)
+    else:
+      x, eps = _inputs(self, x), self.eps_init
     z = (1 + eps) * x + mp.aggregate(x[graph.senders], graph.receivers, x.shape[0], "sum")
-    z = nn.relu(nn.Dense(self.hidden or self.features, name="mlp_0")(z))
-    return graph._replace(nodes=nn.Dense(self.features, name="mlp_1")(z))
+    z = nn.relu(_dense(self, self.hidden or self.features, name="mlp_0")(z))
+    return graph._replace(nodes=_dense(self, self.features, name="mlp_1")(z))
 
 
 class MLPLayer(nn.Module):
   """The baseline that ignores the edges: x_i' = W x_i + b on every node."""
   features: int
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, graph: GraphsTuple, deterministic: bool = True) -> GraphsTuple:
     del deterministic
-    return graph._replace(nodes=nn.Dense(self.features, name="W")(graph.nodes))
+    return graph._replace(nodes=_dense(self, self.features, name="W")(graph.nodes))
 
 
 class DeepSetsEquivariant(nn.Module):
@@ -258,15 +295,17 @@ class DeepSetsEquivariant(nn.Module):
   graph is a set (the edges are ignored) and the mean runs over the graph's own nodes.
   """
   features: int
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: GraphsTuple | jax.Array, deterministic: bool = True):
     del deterministic
     if not isinstance(x, GraphsTuple):
-      return bp.DeepSetsLinear(self.features)(x)
+      return bp.DeepSetsLinear(self.features, self.dtype, self.param_dtype)(x)
     mean = mp.broadcast_to_nodes(x, mp.graph_readout(x, "mean"))
-    own = nn.Dense(self.features, name="Lambda")(x.nodes)
-    return x._replace(nodes=own + nn.Dense(self.features, use_bias=False, name="Gamma")(mean))
+    own = _dense(self, self.features, name="Lambda")(x.nodes)
+    return x._replace(nodes=own + _dense(self, self.features, use_bias=False, name="Gamma")(mean))
 
 
 class DeepSetsInvariant(nn.Module):
@@ -276,15 +315,17 @@ class DeepSetsInvariant(nn.Module):
   features: int
   phi: Sequence[int] = (64,)
   pool: str = "sum"
+  dtype: Any = None  # compute dtype; None: from inputs and parameters
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: GraphsTuple | jax.Array, deterministic: bool = True) -> jax.Array:
     del deterministic
     values = x.nodes if isinstance(x, GraphsTuple) else x
     for width in self.phi:
-      values = nn.relu(nn.Dense(width)(values))
+      values = nn.relu(_dense(self, width)(values))
     if isinstance(x, GraphsTuple):
       pooled = mp.graph_readout(x, self.pool, values)
     else:
       pooled = bp.global_pool(values, self.pool, (-2,))
-    return nn.Dense(self.features, name="rho")(pooled)
+    return _dense(self, self.features, name="rho")(pooled)

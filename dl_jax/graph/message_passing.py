@@ -9,6 +9,10 @@
   `jax.ops.segment_max` alone would give -inf);
 - gamma, the node update, combines the old node value with the aggregate.
 
+Precision: sums over edges and nodes (aggregations, read-outs, attention softmax) of
+low-precision values (bfloat16) accumulate in float32 and return the dtype of their input;
+float32 and float64 are summed as they are.
+
 Read-outs turn node values into one value per graph (sum, mean or max over the graph's nodes,
 an invariant global pooling A of section 4.4). Each graph only sees its own nodes, so the padding
 nodes of a padded batch (all in the padding graphs) never reach a real graph's read-out; the
@@ -34,6 +38,18 @@ def _expand(x: jax.Array, like: jax.Array) -> jax.Array:
   return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+  """The dtype sums of `dtype` values are accumulated in: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def segment_sum(data: jax.Array, segment_ids: jax.Array, num_segments: int) -> jax.Array:
+  """`jax.ops.segment_sum` accumulated in `accumulation_dtype`, returned in data's dtype."""
+  total = jax.ops.segment_sum(data.astype(accumulation_dtype(data.dtype)), segment_ids,
+                              num_segments)
+  return total.astype(data.dtype)
+
+
 def segment_aggregate(data: jax.Array, segment_ids: jax.Array, num_segments: int,
                       kind: str) -> jax.Array:
   """Sum, mean or max of the rows of `data` [M, ...] per segment -> [num_segments, ...].
@@ -43,12 +59,12 @@ def segment_aggregate(data: jax.Array, segment_ids: jax.Array, num_segments: int
   if kind not in AGGREGATIONS:
     raise ConfigError(f"unknown aggregation {kind!r}; accepted: {', '.join(AGGREGATIONS)}")
   if kind == "sum":
-    return jax.ops.segment_sum(data, segment_ids, num_segments)
-  count = jax.ops.segment_sum(jnp.ones(segment_ids.shape, data.dtype), segment_ids,
-                              num_segments)
+    return segment_sum(data, segment_ids, num_segments)
+  acc = accumulation_dtype(data.dtype)
+  count = jax.ops.segment_sum(jnp.ones(segment_ids.shape, acc), segment_ids, num_segments)
   if kind == "mean":
-    total = jax.ops.segment_sum(data, segment_ids, num_segments)
-    return total / _expand(jnp.maximum(count, 1), total)
+    total = jax.ops.segment_sum(data.astype(acc), segment_ids, num_segments)
+    return (total / _expand(jnp.maximum(count, 1), total)).astype(data.dtype)
   top = jax.ops.segment_max(data, segment_ids, num_segments)
   return jnp.where(_expand(count > 0, top), top, jnp.zeros_like(top))
 
@@ -61,8 +77,9 @@ def aggregate(messages: jax.Array, receivers: jax.Array, num_nodes: int,
 
 def attention_weights(logits: jax.Array, receivers: jax.Array, num_nodes: int) -> jax.Array:
   """alpha_ij (section 6.5.3): a softmax of the edge logits [E] or [E, heads] over the edges
-  into each receiver (`jraph.segment_softmax`; numerically stable)."""
-  return jraph.segment_softmax(logits, receivers, num_nodes)
+  into each receiver (`jraph.segment_softmax`; numerically stable), in the logits' dtype."""
+  acc = accumulation_dtype(logits.dtype)
+  return jraph.segment_softmax(logits.astype(acc), receivers, num_nodes).astype(logits.dtype)
 
 
 def attention_aggregate(messages: jax.Array, logits: jax.Array, receivers: jax.Array,
@@ -78,8 +95,8 @@ def attention_aggregate(messages: jax.Array, logits: jax.Array, receivers: jax.A
   Returns:
     [num_nodes, F] or [num_nodes, heads, F]; 0 for nodes without incoming edges.
   """
-  weights = attention_weights(logits, receivers, num_nodes)
-  return jax.ops.segment_sum(_expand(weights, messages) * messages, receivers, num_nodes)
+  weights = attention_weights(logits, receivers, num_nodes).astype(messages.dtype)
+  return segment_sum(_expand(weights, messages) * messages, receivers, num_nodes)
 
 
 def num_nodes_of(graph: GraphsTuple) -> int:

@@ -11,7 +11,7 @@ degrees, so it commutes with rotations too (the blueprint of section 4.4 with G 
   rotation r it is rotated spatially and shifted cyclically along s:
   psi_r(y, s) = rot^r(psi(., s - r))(y), summed over s. Same equivariance.
 - Rotation pooling (max over r) gives rotation-equivariant planar maps; a global spatial pool
-  then gives rotation-invariant features, and `P4CNN` ends in invariant logits.
+  then gives rotation-invariant features (the model `dl_jax.models.p4cnn.P4CNN`).
 
 Each layer is one ordinary convolution (`dl_jax.nn.conv.conv2d`) with the rotated filters
 stacked on the channel axes: in [N, H, W, 4 * C_in], kernel [k, k, 4 * C_in, 4 * C_out].
@@ -23,16 +23,14 @@ equivariance is exact for odd kernels with 'VALID', 'SAME' (symmetric zero paddi
 'CIRCULAR' padding, and for 2x2 pooling on even sizes.
 """
 
-from typing import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dl_jax.models import registry
 from dl_jax.nn.conv import conv2d
 from dl_jax.nn.pool import max_pool
-from dl_jax.symmetry import vocabulary as sym
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
@@ -70,17 +68,21 @@ class P4Lifting(nn.Module):
   padding: str = "VALID"
   use_bias: bool = True
   conv_impl: str = "xla"  # see dl_jax.nn.conv.IMPLS
+  dtype: Any = None  # compute dtype (None: from inputs and parameters, as flax.linen.Conv)
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1],
-                                                                  self.features))
-    y = _conv(x, lifting_filters(kernel).astype(x.dtype), self.padding, self.conv_impl)
+                                                                  self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+            if self.use_bias else None)  # one bias per filter, shared by its rotations
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = _conv(x, lifting_filters(kernel), self.padding, self.conv_impl)
     y = y.reshape(*y.shape[:3], 4, self.features)
-    if self.use_bias:  # one bias per filter, shared by its rotations
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    return y
+    return y if bias is None else y + bias
 
 
 class P4GroupConv(nn.Module):
@@ -90,6 +92,8 @@ class P4GroupConv(nn.Module):
   padding: str = "VALID"
   use_bias: bool = True
   conv_impl: str = "xla"  # see dl_jax.nn.conv.IMPLS
+  dtype: Any = None  # compute dtype (None: from inputs and parameters, as flax.linen.Conv)
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -98,13 +102,14 @@ class P4GroupConv(nn.Module):
     if four != 4:
       raise ValueError(f"a p4 feature map has shape [N, H, W, 4, C], got {x.shape}")
     # fan-in k*k*4*C_in: variance_scaling counts the non-(in, out) axes as the receptive field.
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 4, cin, self.features))
-    y = _conv(x.reshape(n, h, w, 4 * cin), group_filters(kernel).astype(x.dtype), self.padding,
-              self.conv_impl)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 4, cin, self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = _conv(x.reshape(n, h, w, 4 * cin), group_filters(kernel), self.padding, self.conv_impl)
     y = y.reshape(*y.shape[:3], 4, self.features)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    return y
+    return y if bias is None else y + bias
 
 
 def p4_max_pool(x: jax.Array, window: int = 2) -> jax.Array:
@@ -120,48 +125,3 @@ def rotation_pool(x: jax.Array, kind: str = "max") -> jax.Array:
   if kind not in ("max", "mean"):
     raise ValueError(f"unknown rotation pooling {kind!r}; accepted: 'max', 'mean'")
   return jnp.max(x, axis=-2) if kind == "max" else jnp.mean(x, axis=-2)
-
-
-class P4CNN(nn.Module):
-  """Rotation-invariant CNN for 28x28 digits: lifting, p4 group convs, pools, invariant head.
-
-  Default shapes (5x5 lifting, 3x3 group convs, all 'VALID', ReLU after each):
-  28x28x1 -> 24x24x4x8 -> pool 12x12 -> 10x10x4x16 -> 8x8x4x16 -> pool 4x4 -> 2x2x4x32
-  -> max over rotations 2x2x32 -> max over space 32 -> dense 10. 32,858 parameters (the
-  section 5.3.1 CNN has 36,054). Pools sit where the sizes are even, so the logits are
-  exactly invariant to rotations by 90 degrees (up to float rounding).
-  """
-  features: Sequence[int] = (8, 16, 16, 32)
-  kernel_sizes: Sequence[int] = (5, 3, 3, 3)
-  pool_after: Sequence[int] = (0, 2)  # 2x2 max pool after these layers
-  spatial_pool: str = "max"
-  num_classes: int = 10
-  conv_impl: str = "xla"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    if len(self.features) != len(self.kernel_sizes):
-      raise ValueError("features and kernel_sizes must have the same length")
-    for i, (width, k) in enumerate(zip(self.features, self.kernel_sizes)):
-      layer = (P4Lifting if i == 0 else P4GroupConv)(width, k, conv_impl=self.conv_impl)
-      x = nn.relu(layer(x))
-      if i in self.pool_after:
-        x = p4_max_pool(x)
-    x = rotation_pool(x, "max")
-    x = jnp.max(x, axis=(1, 2)) if self.spatial_pool == "max" else jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes)(x)
-
-
-registry.register(registry.ModelSpec(
-    name="p4cnn",
-    factory=P4CNN,
-    defaults={"features": (8, 16, 16, 32), "kernel_sizes": (5, 3, 3, 3), "pool_after": (0, 2),
-              "spatial_pool": "max", "num_classes": 10, "conv_impl": "xla"},
-    input_shape=(28, 28, 1),
-    num_outputs=10,
-    param_count=(25 * 8 + 8) + (9 * 4 * 8 * 16 + 16) + (9 * 4 * 16 * 16 + 16)
-    + (9 * 4 * 16 * 32 + 32) + (32 * 10 + 10),
-    symmetries=(sym.ROTATION_P4_INVARIANT,),
-    description="p4 group CNN (Cohen & Welling 2016), invariant to rotations by 90 degrees",
-))

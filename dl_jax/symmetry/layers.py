@@ -1,6 +1,6 @@
 """Registry of layers and small modules with the symmetries they declare.
 
-The model registry (`dl_jax.models.registry`) holds whole models on 28x28 digits; this one holds
+The model registry (`dl_jax.models.registry`) holds whole models; this one holds
 the building blocks of section 4.4 (convolutions with each padding, pooling stacks, DeepSets
 and graph layers, p4 layers) and the message-passing layers of chapter 6 (`dl_jax.graph`, run
 on graph dicts through `OnGraphsTuple`) with an example input each. `tests/test_symmetry.py`
@@ -18,7 +18,8 @@ import jraph
 
 from dl_jax.graph import layers as graph_layers
 from dl_jax.graph import message_passing as mp
-from dl_jax.graph import models as graph_models
+from dl_jax.models import blueprint as blueprint_models
+from dl_jax.models import gnn
 from dl_jax.nn import group_conv as gc
 from dl_jax.nn.conv import Conv
 from dl_jax.nn.pool import max_pool
@@ -148,15 +149,15 @@ _GNN_SPECS = (
          sym.PERMUTATION_INVARIANT, "rho(sum_i phi(x_i)) per graph"),
     _gnn("gnn_readout_sum", lambda: Fn(lambda g: mp.graph_readout(g, "sum")),
          sym.PERMUTATION_INVARIANT, "graph read-out: sum over each graph's nodes"),
-    _gnn("gnn_graph_gin", lambda: graph_models.build("graph_gin", num_classes=3, hidden=8,
-                                                     num_layers=2),
+    _gnn("gnn_graph_gin", lambda: gnn.GraphClassifier("gin", num_classes=3, hidden=8,
+                                                      num_layers=2),
          sym.PERMUTATION_INVARIANT, "graph classifier 'graph_gin' (GIN, sum read-out, MLP)"),
 )
 
 _GRID = (sym.TRANSLATION_CIRCULAR_EQUIVARIANT,)
 _P4_MAP = {"group_axis": 3, "out_group_axis": 3}
 
-_REGISTRY: dict[str, LayerSpec] = {s.name: s for s in (
+LAYERS: dict[str, LayerSpec] = {s.name: s for s in (
     LayerSpec("circular_conv", lambda: bp.CircularConv(8, 3), normal(2, 12, 12, 3), _GRID,
               description="3x3 convolution with circular padding"),
     LayerSpec("circular_conv_stride2", lambda: bp.CircularConv(8, 3, strides=2),
@@ -194,9 +195,11 @@ _REGISTRY: dict[str, LayerSpec] = {s.name: s for s in (
               (sym.PERMUTATION_EQUIVARIANT,), description="A X W + X V, dense adjacency"),
     LayerSpec("graph_linear_edges", lambda: bp.GraphLinear(8), random_graph(2, 10, 4, edges=25),
               (sym.PERMUTATION_EQUIVARIANT,), description="A X W + X V, edge lists"),
-    LayerSpec("blueprint_graph_adjacency", bp.GraphInvariantNet, random_graph(2, 10, 4),
+    LayerSpec("blueprint_graph_adjacency", blueprint_models.GraphInvariantNet,
+              random_graph(2, 10, 4),
               (sym.PERMUTATION_INVARIANT,), description="eq. 4.1 on a graph"),
-    LayerSpec("blueprint_graph_edges", bp.GraphInvariantNet, random_graph(2, 10, 4, edges=25),
+    LayerSpec("blueprint_graph_edges", blueprint_models.GraphInvariantNet,
+              random_graph(2, 10, 4, edges=25),
               (sym.PERMUTATION_INVARIANT,), description="eq. 4.1 on a graph (edge lists)"),
     LayerSpec("p4_lifting_circular", lambda: gc.P4Lifting(4, 3, "CIRCULAR"),
               normal(2, 12, 12, 3), (*_GRID, sym.ROTATION_P4_EQUIVARIANT),
@@ -225,8 +228,8 @@ _REGISTRY: dict[str, LayerSpec] = {s.name: s for s in (
 
 
 def names() -> list[str]:
-  return sorted(_REGISTRY)
+  return sorted(LAYERS)
 
 
 def get(name: str) -> LayerSpec:
-  return _REGISTRY[name]
+  return LAYERS[name]

@@ -360,3 +360,24 @@ def plot_projection(vectors, words: Sequence[str],
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+NEIGHBOUR_WORDS = ("king", "war", "whale", "president", "money", "france", "sea", "good")
+
+
+def evaluate_embeddings(vectors: np.ndarray, words, data_dir=None, run_dir=None) -> dict:
+  """Analogies (eq. 3.14, restrict 30k), WordSim-353 / SimLex-999, neighbours, projection."""
+  from dl_jax.data import text  # pylint: disable=g-import-not-at-top
+  analogy = analogy_accuracy(vectors, words, text.load_analogies(data_dir), 30000)
+  analogy.pop("predicted", None)
+  out = {"analogy": analogy}
+  for name in text.SIMILARITY_SETS:
+    rho, coverage = similarity_spearman(vectors, words,
+                                                 text.load_word_similarity(name, data_dir))
+    out[name] = {"spearman": None if math.isnan(rho) else rho, "coverage": coverage}
+  vocab = set(words)
+  out["neighbours"] = {w: [[n, float(c)] for n, c in nearest_neighbours(vectors, words, w, 8)]
+                       for w in NEIGHBOUR_WORDS if w in vocab}
+  if run_dir is not None:
+    plot_projection(vectors, words, None, run_dir / "projection.png")
+  return out

@@ -5,6 +5,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.task = "image_classification"
   config.experiment = ""
   config.model = ""
   config.model_kwargs = ml_collections.ConfigDict()

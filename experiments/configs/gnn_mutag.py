@@ -17,7 +17,7 @@ import ml_collections
 
 def get_config():
   config = ml_collections.ConfigDict()
-  config.trainer = "graph_classification"
+  config.task = "graph_classification"
   config.experiment = "gnn_mutag"
   config.dataset = "mutag"
   config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax

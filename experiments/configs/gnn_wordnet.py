@@ -25,7 +25,7 @@ import ml_collections
 def node_config() -> ml_collections.ConfigDict:
   """Defaults shared by the node-classification experiments."""
   config = ml_collections.ConfigDict()
-  config.trainer = "node_classification"
+  config.task = "node_classification"
   config.experiment = ""
   config.dataset = "wordnet_cora"  # wordnet_cora, wordnet_full, karate, csbm
   config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax

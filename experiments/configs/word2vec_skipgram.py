@@ -16,9 +16,9 @@ import ml_collections
 
 
 def word2vec_config() -> ml_collections.ConfigDict:
-  """Defaults shared by the chapter 3 experiments (trainer "word2vec")."""
+  """Defaults shared by the chapter 3 experiments (task "word_embeddings")."""
   config = ml_collections.ConfigDict()
-  config.trainer = "word2vec"
+  config.task = "word_embeddings"
   config.experiment = ""
   config.model = "skipgram"  # skipgram | cbow | nplm
   config.loss = "negative_sampling"  # negative_sampling | softmax

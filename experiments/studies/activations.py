@@ -5,7 +5,7 @@
 The same MLP (784-512-256-256-128-10, LeCun-normal initialization, no normalization layer) is
 trained with each hidden activation, by the same optimizer (SGD with momentum 0.9, eq. 2.66-2.67,
 learning rate 0.01, batch 256, constant) for the same number of epochs from the same seed; only
-the activation changes. Each training is `dl_jax.train.loop.train_and_evaluate` in its own
+the activation changes. Each training is `dl_jax.engine.run` in its own
 directory under `<workdir>/runs/`. Writes `activations_study.png` (test accuracy per activation,
 validation accuracy and training loss per epoch), `table.md` and `results.json`.
 
@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from dl_jax.errors import ConfigError, DlJaxError
-from dl_jax.train import loop
+from dl_jax import engine
 from experiments.studies import common
 
 matplotlib.use("Agg")
@@ -117,7 +117,7 @@ def run(out: pathlib.Path, names: list[str], hidden: list[int], epochs: int, bat
   for name in names:  # every bad value fails before the first training
     if name not in ALL:
       raise ConfigError(f"unknown activation {name!r}; accepted: {', '.join(ALL)}")
-    loop.validate_config(configs[name])
+    engine.validate(configs[name])
   out.mkdir(parents=True, exist_ok=True)
   rows = []
   for name in names:

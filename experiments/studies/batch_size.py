@@ -55,8 +55,8 @@ from absl import app, flags, logging
 from dl_jax.data import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
-from dl_jax.train import optimizers
-from dl_jax.train.state import create_train_state, cross_entropy, eval_step, train_step
+from dl_jax import optim as optimizers
+from dl_jax.tasks.image_classification import create_train_state, cross_entropy, eval_step, train_step
 from experiments.studies import common
 
 matplotlib.use("Agg")

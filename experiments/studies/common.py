@@ -55,12 +55,13 @@ def as_json(value):
 
 
 def train_once(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """`train_and_evaluate(config, workdir)`, unless `workdir` holds the finished run already.
+  """`engine.run(config, workdir)`, unless `workdir` holds the finished run already.
 
   Returns its results. A run that stops on a non-finite loss (too large a learning rate) returns
   {"diverged": message, "config": ...}, also written to `diverged.json` so it is not retried.
   """
-  from dl_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from dl_jax import engine  # pylint: disable=g-import-not-at-top
+  from dl_jax.errors import NonFiniteError  # pylint: disable=g-import-not-at-top
 
   wanted = as_json(config.to_dict())
   for name in ("results.json", "diverged.json"):
@@ -71,8 +72,8 @@ def train_once(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict
         logging.info("done already: %s", path)
         return saved
   try:
-    results = loop.train_and_evaluate(config, str(workdir))
-  except loop.NonFiniteError as e:
+    results = engine.run(config, str(workdir))
+  except NonFiniteError as e:
     logging.warning("%s: %s", workdir, e)
     diverged = {"diverged": str(e), "config": wanted}
     (workdir / "diverged.json").write_text(json.dumps(diverged, indent=2))

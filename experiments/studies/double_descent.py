@@ -53,8 +53,8 @@ from dl_jax.data import mnist, pipeline
 from dl_jax.errors import require
 from dl_jax.models.mlp import MLP
 from dl_jax.nn import activations
-from dl_jax.train.optimizers import make_optimizer
-from dl_jax.train.state import cross_entropy
+from dl_jax.optim import make_optimizer
+from dl_jax.tasks.image_classification import cross_entropy
 from experiments.studies import common
 
 matplotlib.use("Agg")

@@ -3,7 +3,7 @@
   python -m experiments.studies.optimizers [--workdir=runs/study_optimizers] [--quick]
 
 SGD (eq. 2.65), momentum (eq. 2.66-2.67, gamma = 0.9), Nesterov momentum, AdaGrad, AdaDelta,
-RMSProp and Adam (`dl_jax.train.optimizers`, through optax, their other hyper-parameters at
+RMSProp and Adam (`dl_jax.optim`, through optax, their other hyper-parameters at
 optax's defaults) train the same MLP 784-256-256-10 (ReLU) from the same initialization, on the
 same batches (128 examples), at a constant learning rate. Each optimizer gets its own learning
 rate: every value of its grid (log-spaced, around where that optimizer usually works) trains for
@@ -16,7 +16,7 @@ Result (seed 0, CPU, ~4 min on 2 busy cores): chosen rates sgd 0.1, momentum 0.0
 adagrad 0.03, adadelta 1, rmsprop 0.001, adam 0.001; test accuracy after 5 epochs 96.86 % (adam)
 to 97.76 % (rmsprop).
 
-Every training is `dl_jax.train.loop.train_and_evaluate` in its own directory under
+Every training is `dl_jax.engine.run` in its own directory under
 `<workdir>/runs/`. Writes `optimizers_study.png` (the grid, the training loss against the step on
 a log scale, the validation accuracy), `table.md` and `results.json`.
 """
@@ -31,8 +31,9 @@ from absl import app, flags, logging
 from dl_jax.data import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
-from dl_jax.train import loop, optimizers
-from dl_jax.train.state import create_train_state, eval_step
+from dl_jax import engine
+from dl_jax import optim as optimizers
+from dl_jax.tasks.image_classification import create_train_state, eval_step
 from experiments.studies import common
 
 matplotlib.use("Agg")
@@ -150,7 +151,7 @@ def run(out: pathlib.Path, names: list[str], grid_points: int, grid_steps: int, 
     if value <= 0:
       raise ConfigError(f"--{key}={value} must be a positive integer")
   reference = config_for(names[0], 1e-3, epochs, max_steps, batch_size, seed)
-  loop.validate_config(reference)
+  engine.validate(reference)
   # The trials do not depend on --epochs (the learning rate is constant): enough epochs to hold
   # grid_steps steps, then the cap.
   grid_epochs = math.ceil(grid_steps / ((60_000 - reference.val_size) // batch_size))

@@ -13,7 +13,7 @@ learning rate) for the same epochs from the same seed with one regularizer at a 
   * dropout on the hidden activations (figure 2.23, Srivastava et al. 2014), training only;
   * batch normalization before every hidden activation (Ioffe & Szegedy 2015).
 
-Each training is `dl_jax.train.loop.train_and_evaluate` in its own directory under
+Each training is `dl_jax.engine.run` in its own directory under
 `<workdir>/runs/` (finished runs are read back, interrupted ones resume). The training accuracy is
 measured afterwards, on the whole training subset, in evaluation mode (no dropout, batch norm's
 running statistics), from the run's final checkpoint, with the size of its weights. Writes
@@ -40,8 +40,10 @@ from dl_jax.data import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
 from dl_jax.nn import regularizers
-from dl_jax.train import checkpoint, loop, optimizers
-from dl_jax.train.state import create_train_state, eval_step
+from dl_jax import engine
+from dl_jax import optim as optimizers
+from dl_jax.engine import workdir as checkpoint
+from dl_jax.tasks.image_classification import create_train_state, eval_step
 from experiments.studies import common
 
 matplotlib.use("Agg")
@@ -103,11 +105,12 @@ def final_model(config, run_dir: pathlib.Path) -> dict:
                              registry.get(config.model).input_shape)
   ckpt = checkpoint.Checkpointer(run_dir.resolve(), config.keep_checkpoints)
   try:
-    restored = ckpt.restore(ckpt.latest_step(), {"state": state.checkpointable(),
+    restored = ckpt.restore(ckpt.latest_step(), {"state": state,
+                                                 "step": np.zeros((), np.int64),
                                                  "train_time_s": np.zeros((), np.float64)})
   finally:
     ckpt.close()
-  state = state.replace_from(restored["state"])
+  state = restored["state"]
   train, _, _ = pipeline.train_val_test(mnist.load(config.dataset, config.data_dir or None),
                                         config.val_size, config.split_seed, config.train_subset)
   fn = jax.jit(eval_step)
@@ -192,7 +195,7 @@ def run(out: pathlib.Path, settings: list[str], hidden: list[int], train_subset:
   configs = {s: config_for(s, hidden, train_subset, epochs, batch_size, optimizer, learning_rate,
                            weight_l2, weight_l1, dropout_rate, seed) for s in settings}
   for config in configs.values():
-    loop.validate_config(config)
+    engine.validate(config)
   timer = common.Timer()
   out.mkdir(parents=True, exist_ok=True)
   rows = []

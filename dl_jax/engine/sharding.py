@@ -20,10 +20,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(batch_size: int, mesh: Mesh, key: str = "batch_size") -> None:
+  """`batch_size` (config key `key`) splits evenly over the mesh."""
   n = mesh.devices.size
   if batch_size <= 0 or batch_size % n:
-    raise ConfigError(f"batch_size={batch_size} cannot be split evenly over {n} devices; "
+    raise ConfigError(f"{key}={batch_size} cannot be split evenly over {n} devices; "
                       f"use a positive multiple of {n}")
 
 

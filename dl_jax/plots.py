@@ -1,0 +1,62 @@
+"""Figures of a run, drawn from its metrics (matplotlib is imported, with the Agg backend, only when
+a figure is drawn)."""
+
+import pathlib
+
+import numpy as np
+
+
+def pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def learning_curves(records: list[dict], out_path: pathlib.Path, title: str) -> None:
+  """Loss (log scale) and, where recorded, accuracy against step, one line per split."""
+  plt = pyplot()
+  splits = [s for s in ("train", "val") if any(r["split"] == s and "loss" in r for r in records)]
+  has_accuracy = any("accuracy" in r for r in records if r["split"] in splits)
+  fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 6, 4),
+                           squeeze=False)
+  axes = axes[0]
+  for split in splits:
+    rows = [r for r in records if r["split"] == split and "loss" in r]
+    steps = [r["step"] for r in rows]
+    marker = "o" if split == "val" else None
+    axes[0].plot(steps, [r["loss"] for r in rows], label=split, marker=marker)
+    if has_accuracy:
+      axes[1].plot(steps, [100 * r.get("accuracy", np.nan) for r in rows], label=split,
+                   marker=marker)
+  for ax, name in zip(axes, ("loss", "accuracy (%)")):
+    ax.set_xlabel("step")
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    if splits:
+      ax.legend()
+  if splits and all(r["loss"] > 0 for r in records if r["split"] in splits and "loss" in r):
+    axes[0].set_yscale("log")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+
+
+def fold_curves(history: np.ndarray, out_path: pathlib.Path, title: str) -> None:
+  """Test accuracy per epoch of each cross-validation fold (grey) and their mean."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  epochs = np.arange(1, history.shape[1] + 1)
+  for row in history:
+    ax.plot(epochs, 100 * row, color="0.8", lw=0.8)
+  ax.plot(epochs, 100 * history.mean(0), color="C0", lw=2, label="mean over folds")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("test accuracy (%)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)

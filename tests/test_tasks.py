@@ -1,0 +1,192 @@
+"""One engine test over every task, each on small real data, as a user runs it (a subprocess):
+
+- a run killed with SIGKILL after a checkpoint and resumed ends bitwise equal to the straight run
+  (the final checkpoint and the metrics file, all but wall-clock fields);
+- SIGTERM saves a checkpoint and exits 0, and the same command finishes the run;
+- a non-finite loss stops the run with exit 1, naming the step, keeping the good checkpoints;
+- each bad engine value is refused with one `error:` line and exit 2, before anything is written;
+- every numeric key of every experiment config has a check.
+
+A task added to `dl_jax.engine.TASKS` must get an entry in SHORT_RUNS, or the first test fails.
+"""
+
+import json
+import pathlib
+import signal
+import subprocess
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from dl_jax import engine
+from dl_jax.engine import checks
+from tests.conftest import ROOT, experiment_cmd, run
+
+# task -> (experiment, flags of a short real-data run, the checkpoint step to kill it after)
+SHORT_RUNS = {
+    "image_classification": ("mnist_mlp", (
+        "--config.max_steps=700", "--config.checkpoint_every_steps=200",
+        "--config.log_every_steps=50", "--config.keep_checkpoints=10"), 200),
+    "node_classification": ("gnn_wordnet", (
+        "--config.seeds=3", "--config.num_epochs=90", "--config.checkpoint_every_steps=15",
+        "--config.log_every_steps=5", "--config.keep_checkpoints=10"), 15),
+    "graph_classification": ("gnn_mutag", (
+        "--config.folds=3", "--config.num_epochs=25", "--config.batch_size=16",
+        "--config.checkpoint_every_steps=40", "--config.log_every_steps=20",
+        "--config.keep_checkpoints=20"), 40),
+    "word_embeddings": ("word2vec_skipgram", (
+        "--config.max_tokens=300000", "--config.epochs=4", "--config.batch_size=2048",
+        "--config.steps_per_call=4", "--config.checkpoint_every_steps=16",
+        "--config.log_every_steps=8", "--config.keep_checkpoints=50",
+        "--config.native_threads=1"), 16),
+}
+TASKS = sorted(engine.TASKS)
+WALL_CLOCK = ("_per_s",)  # metric fields that measure time, not the computation
+
+
+def test_every_task_has_a_short_run():
+  assert sorted(SHORT_RUNS) == TASKS
+
+
+def load_checkpoint(workdir: pathlib.Path, step: int) -> dict:
+  tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")
+  return ocp.tree.to_flat_dict({k: v for k, v in tree.items() if k != "train_time_s"})
+
+
+def assert_same_run(a: pathlib.Path, b: pathlib.Path):
+  step_a, step_b = (json.loads((w / "results.json").read_text())["steps"] for w in (a, b))
+  assert step_a == step_b
+  flat_a, flat_b = load_checkpoint(a, step_a), load_checkpoint(b, step_b)
+  assert flat_a.keys() == flat_b.keys()
+  for key in flat_a:
+    np.testing.assert_array_equal(np.asarray(flat_a[key]), np.asarray(flat_b[key]),
+                                  err_msg=str(key))
+  assert metrics(a) == metrics(b)
+
+
+def metrics(workdir: pathlib.Path) -> list[dict]:
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if not k.endswith(WALL_CLOCK)} for r in rows]
+
+
+def command(task: str, workdir, *extra):
+  name, flags, _ = SHORT_RUNS[task]
+  return experiment_cmd(name, workdir, *flags, *extra)
+
+
+def start(task: str, workdir):
+  return subprocess.Popen(command(task, workdir), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(proc, workdir, step, timeout=600):
+  target = workdir / "checkpoints" / str(step)
+  deadline = time.time() + timeout
+  while not target.exists():
+    assert proc.poll() is None, f"run ended before checkpoint {step}:\n{proc.stdout.read()}"
+    assert time.time() < deadline
+    time.sleep(0.002)
+
+
+def finish(task, workdir):
+  out = run(command(task, workdir))
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """The uninterrupted run of each task, made once."""
+  done = {}
+
+  def get(task):
+    if task not in done:
+      workdir = tmp_path_factory.mktemp(task)
+      finish(task, workdir)
+      done[task] = workdir
+    return done[task]
+  return get
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sigkill_then_resume_is_bitwise_the_straight_run(task, straight, tmp_path):
+  proc = start(task, tmp_path)
+  wait_for_checkpoint(proc, tmp_path, SHORT_RUNS[task][2])
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / "results.json").exists(), "the run finished before it was killed"
+  out = finish(task, tmp_path)
+  assert "resumed from" in out.stderr
+  assert_same_run(straight(task), tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["task"] == task and results["train_time_s"] > 0
+  assert (tmp_path / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sigterm_saves_exits_0_and_resumes(task, straight, tmp_path):
+  proc = start(task, tmp_path)
+  wait_for_checkpoint(proc, tmp_path, SHORT_RUNS[task][2])
+  proc.send_signal(signal.SIGTERM)
+  output, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, output[-3000:]
+  assert "SIGTERM: saved checkpoint at step" in output
+  assert not (tmp_path / "results.json").exists()
+  finish(task, tmp_path)
+  final = json.loads((straight(task) / "results.json").read_text())["steps"]
+  flat_a, flat_b = load_checkpoint(straight(task), final), load_checkpoint(tmp_path, final)
+  for key in flat_a:
+    np.testing.assert_array_equal(np.asarray(flat_a[key]), np.asarray(flat_b[key]),
+                                  err_msg=str(key))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_non_finite_loss_stops_with_exit_1(task, tmp_path):
+  out = run(command(task, tmp_path, "--config.learning_rate=1e30",
+                    "--config.checkpoint_every_steps=1", "--config.log_every_steps=1"))
+  assert out.returncode == 1, out.stderr[-3000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and "non-finite loss or gradient norm at step " in errors[0], errors
+  assert "Traceback" not in out.stderr
+  bad_step = int(errors[0].split("at step ")[1].split()[0])
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                 if p.name.isdigit()) if (tmp_path / "checkpoints").exists() else []
+  assert all(s < bad_step for s in saved)  # nothing non-finite was saved, the good ones kept
+  if saved:
+    assert f"last good checkpoint (step {saved[-1]})" in errors[0]
+  assert not (tmp_path / "results.json").exists()
+
+
+BAD_ENGINE_VALUES = [
+    ("--config.log_every_steps=0", "log_every_steps=0 must be a positive integer"),
+    ("--config.checkpoint_every_steps=-5", "checkpoint_every_steps=-5 must be a positive integer"),
+    ("--config.keep_checkpoints=0", "keep_checkpoints=0 must be a positive integer"),
+    ("--config.max_steps=-1", "max_steps=-1 must be 0 (no cap) or a positive integer"),
+    ("--config.task=regression", "unknown task 'regression'; accepted: image_classification"),
+]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bad_engine_values_are_refused(task, tmp_path):
+  for flag, message in BAD_ENGINE_VALUES:
+    out = run(command(task, tmp_path / "w", flag))
+    assert out.returncode == 2, (flag, out.stderr[-2000:])
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: " + message), (flag, errors)
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+CONFIGS = sorted(p.stem for p in (ROOT / "experiments" / "configs").glob("*.py")
+                 if p.stem not in ("__init__", "base"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_numeric_config_value_is_checked(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  assert checks.unchecked_numeric_keys(config, engine.all_checks(config)) == []
+  engine.validate(config)  # the shipped defaults pass their own checks
