@@ -10,7 +10,7 @@ permutation of the MNIST training set, for several n:
   digit, so it only gets the quarter of the test set that is upright (plus digits like 0, 1, 8
   that look alike rotated).
 - `cnn_augmented`: the same CNN, each training batch rotated by random multiples of 90 degrees
-  (`dl_jax.data.augment`, the note of section 5.3.1): it has to learn the symmetry from data.
+  (`dl_jax.data.images.augment`, the note of section 5.3.1): it has to learn the symmetry from data.
 - `p4cnn`: the p4 group CNN (`dl_jax.models.p4cnn.P4CNN`) on the upright digits: invariant to
   rotations by 90 degrees by construction (section 4.4), so its accuracy on the rotated test
   set equals that on the upright one.
@@ -41,8 +41,8 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from dl_jax.data import augment as augment_lib
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import augment as augment_lib
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
 from dl_jax.tasks.image_classification import create_train_state, param_count, train_step

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dl_jax.data import cache, fetch
-from dl_jax.data import mnist
+from dl_jax.data.images import mnist
 from dl_jax.errors import ConfigError, DataError
 
 

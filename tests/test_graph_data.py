@@ -8,6 +8,7 @@ import pytest
 
 from dl_jax.data import fetch
 from dl_jax.data import graphs
+from dl_jax.data.graphs.mutag import _GRAKEL_GLOB
 from dl_jax.errors import ConfigError, DataError
 from dl_jax.graph import sampling
 
@@ -205,7 +206,7 @@ def test_corrupted_cache_raises_data_error(tmp_path, mutag):
   del mutag  # ensures the wheel is in the default cache
   wheel = fetch.fetch_pypi_archive(
       "grakel", graphs.GRAKEL_VERSION, graphs.GRAKEL_WHEEL_SHA256,
-      fetch.data_dir(), filename_glob=graphs._GRAKEL_GLOB)
+      fetch.data_dir(), filename_glob=_GRAKEL_GLOB)
   (tmp_path / "archives").mkdir()
   shutil.copy(wheel, tmp_path / "archives" / wheel.name)
   graphs.load_mutag(data_dir=str(tmp_path))  # builds the cache

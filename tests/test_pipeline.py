@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dl_jax.data import pipeline
+from dl_jax.data.images import pipeline
 from dl_jax.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dl_jax.data import augment as augment_lib
+from dl_jax.data.images import augment as augment_lib
 from dl_jax.errors import ConfigError
 from dl_jax.models import blueprint as blueprint_models
 from dl_jax.models import registry
@@ -330,7 +330,7 @@ def test_group_average_of_any_map_is_invariant():
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation (dl_jax.data.augment).
+# Augmentation (dl_jax.data.images.augment).
 
 def test_augment_rot90_and_flip_are_the_exact_group_actions():
   x = jax.random.normal(KEY, (16, 10, 10, 2))

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from dl_jax.data import text
+from dl_jax.data import fetch, text
+from dl_jax.data.text import corpora
 from dl_jax.errors import ConfigError, DataError
 from dl_jax.text import models, pairs
 from dl_jax.text.vocab import Vocabulary
@@ -64,7 +65,7 @@ def test_gcide_corpus():
 
 def test_cache_is_verified_and_used(tmp_path):
   text.corpus_arrays("moby_dick")
-  src = text._cache_path(text.fetch.data_dir(), "moby_dick")
+  src = corpora._cache_path(fetch.data_dir(), "moby_dick")
   for suffix in ("", ".sha256"):
     shutil.copy(str(src) + suffix, tmp_path / (src.name + suffix))
   # No archive there: only the cache can answer.

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from dl_jax import optim
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.engine import checks, sharding
 from dl_jax.engine.task import Plan, Task, jit_step
 from dl_jax.errors import ConfigError

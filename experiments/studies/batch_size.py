@@ -52,7 +52,7 @@ import matplotlib.ticker
 import numpy as np
 from absl import app, flags, logging
 
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
 from dl_jax import optim as optimizers

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.errors import require
 from dl_jax.models.mlp import MLP
 from dl_jax.nn import activations

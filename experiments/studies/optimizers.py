@@ -28,7 +28,7 @@ import jax
 import matplotlib
 from absl import app, flags, logging
 
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
 from dl_jax import engine

@@ -36,7 +36,7 @@ import matplotlib
 import numpy as np
 from absl import app, flags, logging
 
-from dl_jax.data import mnist, pipeline
+from dl_jax.data.images import mnist, pipeline
 from dl_jax.errors import ConfigError, DlJaxError
 from dl_jax.models import registry
 from dl_jax.nn import regularizers
