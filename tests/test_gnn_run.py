@@ -107,7 +107,7 @@ def test_mutag_cross_validation_and_resume_across_a_fold_boundary(tmp_path):
 
 
 @pytest.mark.parametrize("name,flags,message", [
-    ("gnn_wordnet", ("--config.model=gnn",), "unknown model 'gnn'; accepted: gcn, gat"),
+    ("gnn_wordnet", ("--config.model=gnn",), "unknown model 'gnn'; accepted: gat, gcn, ggnn"),
     ("gnn_wordnet", ("--config.dataset=cora",), "unknown dataset 'cora'; accepted: wordnet_cora"),
     ("gnn_wordnet", ("--config.seeds=0",), "seeds=0 must be a positive integer"),
     ("gnn_wordnet", ("--config.model_kwargs.dropout=1.5",),
@@ -115,7 +115,7 @@ def test_mutag_cross_validation_and_resume_across_a_fold_boundary(tmp_path):
     ("gnn_wordnet", ("--config.sampling.fanout=5,5",),
      "unknown config key 'sampling.fanout'; did you mean 'sampling.fanouts'?"),
     ("gnn_wordnet_full", ("--config.sampling.fanouts=(25,0)",), "sampling.fanouts=(25, 0)"),
-    ("gnn_mutag", ("--config.model=gcn",), "unknown model 'gcn'; accepted: graph_gin"),
+    ("gnn_mutag", ("--config.model=gcn",), "unknown model 'gcn'; accepted: graph_deepsets, graph_gcn"),
     ("gnn_mutag", ("--config.dataset=proteins",), "unknown dataset 'proteins'; accepted: mutag"),
 ])
 def test_bad_config_values(tmp_path, name, flags, message):
