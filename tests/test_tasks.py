@@ -50,6 +50,15 @@ def test_every_task_has_a_short_run():
   assert sorted(SHORT_RUNS) == TASKS
 
 
+def test_a_task_missing_a_method_cannot_be_constructed():
+  class Incomplete(engine.Task):
+    def plan(self):
+      return engine.Plan(1, 1, "examples", 1)
+
+  with pytest.raises(TypeError, match="advance, finish, init"):
+    Incomplete(None, None)
+
+
 def load_checkpoint(workdir: pathlib.Path, step: int) -> dict:
   tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "default")
   return ocp.tree.to_flat_dict({k: v for k, v in tree.items() if k != "train_time_s"})

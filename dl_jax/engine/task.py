@@ -22,6 +22,7 @@ stops on the first non-finite value of either. Arrays may stay on the device: th
 them back only when it logs, evaluates or checkpoints.
 """
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -40,8 +41,9 @@ class Plan:
   eval_every_steps: int = 0  # 0: no periodic evaluation
 
 
-class Task:
-  """Base class of the tasks; subclasses set CHECKS and implement the methods below."""
+class Task(abc.ABC):
+  """Base class of the tasks; subclasses set CHECKS and implement the abstract methods (a task
+  missing one cannot be constructed)."""
 
   # The task's own config keys -> their checks (dl_jax.engine.checks).
   CHECKS: dict[str, checks_lib.Check] = {}
@@ -53,20 +55,24 @@ class Task:
   def __init__(self, config: ml_collections.ConfigDict, mesh):
     self.config, self.mesh = config, mesh
 
+  @abc.abstractmethod
   def plan(self) -> Plan:
-    raise NotImplementedError
+    """See the module docstring."""
 
+  @abc.abstractmethod
   def init(self, key) -> Any:
-    raise NotImplementedError
+    """See the module docstring."""
 
+  @abc.abstractmethod
   def advance(self, state, step: int, stop: int):
-    raise NotImplementedError
+    """See the module docstring."""
 
   def evaluate(self, state, step: int):
     return state, {}
 
+  @abc.abstractmethod
   def finish(self, state, step: int, out_dir):
-    raise NotImplementedError
+    """See the module docstring."""
 
   def position(self, step: int) -> str:
     """Where `step` is, for the progress line (default: the epoch)."""
