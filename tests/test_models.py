@@ -6,6 +6,7 @@ work. Then the registry's API and messages."""
 
 import dataclasses
 import functools
+import re
 
 import chex
 import jax
@@ -37,8 +38,28 @@ def _setup(name: str, dtype: str):
   return spec, model, args, model.init(KEY, *args)
 
 
+FULL_SIZE = [n for n in registry.names() if registry.get(n).full_size]
+RUNNABLE = [n for n in registry.names() if n not in FULL_SIZE]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_full_size_model_abstractly(name, dtype):
+  """Published full-size configurations: parameter count, parameter and output dtypes and the
+  output shape, from shapes alone (nothing allocated, nothing run)."""
+  spec = registry.get(name)
+  model = registry.build(name, dtype=dtype)
+  args = [jax.ShapeDtypeStruct((BATCH, *spec.example_shape), jnp.float32)]
+  variables = jax.eval_shape(model.init, KEY, *args)
+  assert count_params(variables["params"]) == spec.param_count
+  for leaf in jax.tree.leaves(variables):
+    assert leaf.dtype == jnp.float32, (name, leaf.dtype)
+  out = jax.eval_shape(model.apply, variables, *args)
+  assert out.shape == spec.output_shape(BATCH) and out.dtype == jnp.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", RUNNABLE)
 def test_registered_model(name, dtype):
   spec, model, args, variables = _setup(name, dtype)
   shapes = jax.eval_shape(model.init, KEY, *args)
@@ -93,11 +114,19 @@ def test_cnn_shapes_follow_section_5_3_1():
 # ---------------------------------------------------------------------------------------------
 # The registry's API and messages.
 
+IMAGE_MODELS = [
+    "alexnet", "alexnet_small", "blueprint_grid", "googlenet", "googlenet_small", "lenet5",
+    "lenet5_relu", "mnist_cnn", "mnist_mlp", "p4cnn", "resnet101", "resnet101_small",
+    "resnet152", "resnet152_small", "resnet18", "resnet18_small", "resnet34",
+    "resnet34_small", "resnet50", "resnet50_small", "vgg11", "vgg11_small", "vgg13",
+    "vgg13_small", "vgg16", "vgg16_small", "vgg19", "vgg19_small"]
+
+
 def test_names_partition_the_registry_by_family():
   assert registry.names() == sorted(registry.MODELS)
   by_family = {family: registry.names(family) for family in FAMILIES}
   assert sorted(sum(by_family.values(), [])) == registry.names()
-  assert by_family["image"] == ["blueprint_grid", "mnist_cnn", "mnist_mlp", "p4cnn"]
+  assert by_family["image"] == IMAGE_MODELS
   assert by_family["graph"] == ["graph_deepsets", "graph_gcn", "graph_gin"]
   assert by_family["text"] == ["nplm"] and "gcn" in by_family["node"]
   assert registry.get("gcn", family="node").family == "node"
@@ -105,16 +134,17 @@ def test_names_partition_the_registry_by_family():
 
 def test_unknown_model_and_hyperparameter():
   with pytest.raises(ConfigError, match="unknown model 'resnet9000'; registered models: "
-                                        "blueprint_grid, .*mnist_cnn"):
+                                        "alexnet, alexnet_small, blueprint_grid, .*mnist_cnn"):
     registry.get("resnet9000")
   with pytest.raises(ConfigError, match=r"^unknown model 'gcn'; registered image models: "
-                                        r"blueprint_grid, mnist_cnn, mnist_mlp, p4cnn \('gcn' is "
-                                        r"a node model\)$"):
+                                        + re.escape(", ".join(IMAGE_MODELS))
+                                        + r" \('gcn' is a node model\)$"):
     registry.get("gcn", family="image")
   with pytest.raises(ConfigError, match="unknown model 'mnist_cnn'; registered graph models: "
                                         "graph_deepsets, graph_gcn, graph_gin"):
     registry.get("mnist_cnn", family="graph")
-  with pytest.raises(ConfigError, match="unknown model family 'video'; accepted: image, set"):
+  with pytest.raises(ConfigError, match="unknown model family 'video'; accepted: image, "
+                                        "signal, set"):
     registry.names("video")
   with pytest.raises(ConfigError, match="^model 'mnist_mlp' has no hyper-parameter 'depth'; "
                                         "accepted: activation, batch_norm, dropout_rate, dtype, "

@@ -99,3 +99,23 @@ def cached(path: pathlib.Path, build: Callable[[], Arrays], check: Check,
   write(path, arrays)
   logging.info("Cached %s in %s", path.stem, path)
   return arrays
+
+
+def check_arrays(arrays: dict, spec: dict, num_classes: int) -> str | None:
+  """What is wrong with a dict of labelled arrays, or None: its keys are those of `spec`
+  (key -> (shape, dtype)), each array has its shape and dtype, labels are in 0..num_classes-1
+  and float data are finite."""
+  if set(arrays) != set(spec):
+    return f"it holds {sorted(arrays)}, expected {sorted(spec)}"
+  for key, (shape, dtype) in spec.items():
+    array = arrays[key]
+    if array.shape != shape or array.dtype != dtype:
+      return (f"{key} is {array.dtype}{list(array.shape)}, expected "
+              f"{np.dtype(dtype)}{list(shape)}")
+    if key.endswith("labels") and (array.min() < 0 or array.max() >= num_classes):
+      return (f"{key} range from {array.min()} to {array.max()}, expected 0 to "
+              f"{num_classes - 1}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+      return f"{key} holds values that are not finite"
+  return None
+

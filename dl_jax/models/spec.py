@@ -5,7 +5,10 @@ imports the modules and builds the one table. This module imports no model and n
 
 Families, by what a model takes and returns (batch = the number of examples):
 
-- image: images [batch, 28, 28, 1] (MNIST, section 2.5.1) -> logits [batch, num_classes];
+- image: images [batch, 28, 28, 1] (MNIST, section 2.5.1; a spec's `example_shape` may set
+  another, e.g. 224x224x3 for the ImageNet configurations of section 5.3.2) -> logits
+  [batch, num_classes];
+- signal: 1-D signals [batch, 40, 1] (MNIST-1D) -> logits [batch, num_classes];
 - set: sets of 16 points in 3-D [batch, 16, 3] (section 4.4) -> logits [batch, num_classes];
 - node: a `jraph.GraphsTuple` of `batch` graphs (section 6.1) -> logits per node
   [N, num_classes];
@@ -27,6 +30,9 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+# The collection into which a model sows the logits of its auxiliary classifiers in training
+# (GoogLeNet, section 5.3.2); the classification task adds their weighted loss.
+AUX_LOGITS = "aux_logits"
 GRAPH_FEATURES = 8  # node features of the example graphs
 _GRAPH_SIZES = (5, 1, 3, 6)  # nodes of example graph i: _GRAPH_SIZES[i % 4]
 
@@ -75,6 +81,8 @@ class Family:
 FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
     Family("image", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, hp["num_classes"]), True, "28x28 grey-scale digits"),
+    Family("signal", lambda b, dtype, hp: (_normal(b, (40, 1), dtype),),
+           lambda b, hp: (b, hp["num_classes"]), True, "1-D signals of 40 samples"),
     Family("set", lambda b, dtype, hp: (_normal(b, (16, 3), dtype),),
            lambda b, hp: (b, hp["num_classes"]), True, "sets of 16 points in 3-D"),
     Family("node", lambda b, dtype, hp: (example_graphs(b, dtype),),
@@ -104,6 +112,10 @@ class ModelSpec:
     symmetries: names from `dl_jax.symmetry.vocabulary` the model declares (and the symmetry
       tests check).
     description: one line, citing the course section.
+    example_shape: one example's input shape when not the family's (array families only).
+    full_size: a published full-size configuration (e.g. ImageNet, 224x224x3, 1000 classes):
+      the registry test checks its parameters and output abstractly (`jax.eval_shape`), without
+      allocating or running it.
   """
   name: str
   family: str
@@ -112,6 +124,8 @@ class ModelSpec:
   param_count: int
   symmetries: tuple[str, ...] = ()
   description: str = ""
+  example_shape: tuple[int, ...] | None = None
+  full_size: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
@@ -122,6 +136,8 @@ class ModelSpec:
   def example_inputs(self, batch: int = 2, dtype=jnp.float32, **overrides) -> tuple:
     """The positional arguments of one call on `batch` examples: deterministic N(0, 1) floats
     in `dtype` (word ids stay int32), for the defaults updated by `overrides`."""
+    if self.example_shape is not None:
+      return (_normal(batch, self.example_shape, dtype),)
     return FAMILIES[self.family].inputs(batch, dtype, self.hyperparameters(**overrides))
 
   def output_shape(self, batch: int = 2, **overrides) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
-"""Data augmentation on NHWC batches, jit-compiled: random shift, rotation, flip, shear, zoom
-(the note at the end of section 5.3.1).
+"""Data augmentation on NHWC batches, jit-compiled: random shift (a random crop of the image
+padded with background), rotation, flip, shear, zoom (the note at the end of section 5.3.1), and
+random erasing (Zhong et al. 2017).
 
 One affine resampling does it all: for each output pixel p (row, column), the input is read at
 q = M (p - c - t) + c, with c the image center, t the shift and M the inverse of
@@ -8,8 +9,8 @@ flip -> shear -> zoom -> rotation, by `jax.scipy.ndimage.map_coordinates` (order
 so with no other transformation the output is exactly `jnp.rot90` of the input, i.e. the p4
 action of `dl_jax.symmetry.groups.Rotation90`.
 
-`augment(key, images, config)` is pure: each example gets its own transformation from
-`jax.random.split(key, N)`, and the same key gives the same batch.
+`augment(key, images, config)` and `random_erasing(key, images, p)` are pure: each example gets
+its own transformation from `jax.random.split(key, N)`, and the same key gives the same batch.
 """
 
 import dataclasses
@@ -122,3 +123,38 @@ def augment(key: jax.Array, images: jax.Array, config: AugmentConfig) -> jax.Arr
   m, t = m.astype(images.dtype), t.astype(images.dtype)
   return jax.vmap(lambda x, m, t: affine_transform(x, m, t, config.order, config.mode,
                                                    config.fill))(images, m, t)
+
+
+def erase_one(key: jax.Array, image: jax.Array, probability: float,
+              area: tuple[float, float] = (0.02, 0.4),
+              aspect: tuple[float, float] = (0.3, 1 / 0.3),
+              fill: tuple[float, float] = (-1.0, 1.0)) -> jax.Array:
+  """Random erasing (Zhong et al. 2017) of one HWC image.
+
+  With `probability`, a rectangle of area s * H * W, s ~ U(area), and aspect ratio r (height /
+  width) log-uniform in `aspect` is filled with noise uniform in `fill` (the range of eq. 2.58).
+  Its sides round(sqrt(s H W r)) and round(sqrt(s H W / r)) are clipped to the image (the paper
+  draws again until the rectangle fits), its corner is uniform among the positions where it fits.
+  """
+  k_apply, k_area, k_aspect, k_top, k_left, k_fill = jax.random.split(key, 6)
+  h, w = image.shape[:2]
+  s = jax.random.uniform(k_area, (), minval=area[0], maxval=area[1])
+  r = jnp.exp(jax.random.uniform(k_aspect, (), minval=math.log(aspect[0]),
+                                 maxval=math.log(aspect[1])))
+  eh = jnp.clip(jnp.round(jnp.sqrt(s * h * w * r)), 1, h).astype(jnp.int32)
+  ew = jnp.clip(jnp.round(jnp.sqrt(s * h * w / r)), 1, w).astype(jnp.int32)
+  top = jax.random.randint(k_top, (), 0, h - eh + 1)
+  left = jax.random.randint(k_left, (), 0, w - ew + 1)
+  rows = jnp.arange(h)[:, None, None]
+  cols = jnp.arange(w)[None, :, None]
+  inside = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew)
+  inside &= jax.random.bernoulli(k_apply, probability)
+  noise = jax.random.uniform(k_fill, image.shape, image.dtype, fill[0], fill[1])
+  return jnp.where(inside, noise, image)
+
+
+@functools.partial(jax.jit, static_argnames="probability")
+def random_erasing(key: jax.Array, images: jax.Array, probability: float) -> jax.Array:
+  """`erase_one` on each image of the NHWC batch with its own key."""
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(lambda k, x: erase_one(k, x, probability))(keys, images)

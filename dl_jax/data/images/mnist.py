@@ -126,17 +126,6 @@ _BUILDERS = {"mnist": _build_mnist, "fashion_mnist": _build_fashion_mnist}
 
 def _check(arrays: dict[str, np.ndarray]) -> str | None:
   """Returns what is wrong with a dataset dict, or None."""
-  if set(arrays) != set(SPEC):
-    return f"it holds {sorted(arrays)}, expected {sorted(SPEC)}"
-  for key, (shape, dtype) in SPEC.items():
-    array = arrays[key]
-    if array.shape != shape or array.dtype != dtype:
-      return (f"{key} is {array.dtype}{list(array.shape)}, expected "
-              f"{np.dtype(dtype)}{list(shape)}")
-    if key.endswith("labels") and (array.min() < 0 or
-                                   array.max() >= NUM_CLASSES):
-      return (f"{key} range from {array.min()} to {array.max()}, expected 0 "
-              f"to {NUM_CLASSES - 1}")
-  return None
+  return cache.check_arrays(arrays, SPEC, NUM_CLASSES)
 
 

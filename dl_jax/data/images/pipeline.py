@@ -11,14 +11,17 @@ from dl_jax.errors import ConfigError
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
-  """uint8 pixels -> float32 in [-1, 1] by x -> (x - 127.5) / 127.5 (eq. 2.58), channels-last."""
+  """uint8 pixels -> float32 in [-1, 1] by x -> (x - 127.5) / 127.5 (eq. 2.58), channels-last;
+  float data (e.g. signals, already channels-last) are taken as they are."""
+  if images.dtype != np.uint8:
+    return images.astype(np.float32)
   x = (images.astype(np.float32) - 127.5) / 127.5
   return x[..., None] if x.ndim == 3 else x
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  images: np.ndarray  # float32 [N, H, W, C]
+  images: np.ndarray  # float32 [N, H, W, C] (signals: [N, length, C])
   labels: np.ndarray  # int32 [N]
 
   def __len__(self) -> int:
