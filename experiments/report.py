@@ -1,6 +1,11 @@
-"""Regenerates the README results table from the runs' results.json files.
+"""Regenerates a README table from the runs' results.json files.
 
   python -m experiments.report [--runs=runs] [--readme=README.md] [--experiments=a,b]
+  python -m experiments.report --table=fashion --experiments=fashion_lenet5_relu,fashion_lenet5
+
+`--experiments` names run directories under `--runs`; `--table` chooses the table (and its
+markers in the README): `results` (the MNIST runs) or `fashion` (the section 5.3.2
+architectures on Fashion-MNIST, each row beside its anchor).
 """
 
 import json
@@ -12,10 +17,19 @@ from absl import app, flags
 flags.DEFINE_string("runs", "runs", "Directory whose subdirectories hold results.json files.")
 flags.DEFINE_string("readme", "README.md", "Markdown file with the results markers to update.")
 flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, in this order.")
+flags.DEFINE_enum("table", "results", ["results", "fashion"], "Which table to regenerate.")
 FLAGS = flags.FLAGS
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TARGETS = {"mnist_mlp": ">= 98.0 %", "mnist_cnn": ">= 99.0 %"}
+# Fashion-MNIST: the benchmark table of its authors, and the goals.
+ANCHORS = {"lenet5_relu": "goal >= 90 %", "lenet5": "goal >= 90 %",
+           "resnet18_small": "94.9 % (goal >= 95.0 %)", "vgg16_small": "93.5 %",
+           "googlenet_small": "93.7 %"}
+
+
+def _hardware(r: dict) -> str:
+  return (f"{r['num_devices']}x {r['platform']} ({r['device_kind']}), "
+          f"jax {r['versions']['jax']}")
 
 
 def table(results: list[dict]) -> str:
@@ -27,8 +41,31 @@ def table(results: list[dict]) -> str:
     lines.append(
         f"| `{r['experiment']}` | {r['dataset']} | {100 * r['test_accuracy']:.2f} % | "
         f"{TARGETS.get(r['experiment'], '-')} | {r['epochs']:g} | {r['train_time_s']:.0f} s | "
-        f"{rate} | {r['param_count']:,} | {r['num_devices']}x {r['platform']} "
-        f"({r['device_kind']}), jax {r['versions']['jax']} |")
+        f"{rate} | {r['param_count']:,} | {_hardware(r)} |")
+  return "\n".join(lines)
+
+
+def _augmentation(config: dict) -> str:
+  parts = []
+  if config.get("augment_crop_padding"):
+    parts.append(f"crop (pad {config['augment_crop_padding']})")
+  if config.get("augment_flip"):
+    parts.append("flip")
+  if config.get("augment_max_rotation"):
+    parts.append(f"rotation {config['augment_max_rotation']:g} deg")
+  if config.get("augment_random_erasing"):
+    parts.append(f"erasing {config['augment_random_erasing']:g}")
+  return ", ".join(parts) or "none"
+
+
+def fashion_table(results: list[dict]) -> str:
+  lines = ["| model | parameters | epochs | augmentation | test accuracy | anchor | train time | "
+           "hardware |", "|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    lines.append(
+        f"| `{r['model']}` | {r['param_count']:,} | {r['epochs']:g} | "
+        f"{_augmentation(r['config'])} | {100 * r['test_accuracy']:.2f} % | "
+        f"{ANCHORS.get(r['model'], '-')} | {r['train_time_s'] / 60:.1f} min | {_hardware(r)} |")
   return "\n".join(lines)
 
 
@@ -39,13 +76,14 @@ def main(argv):
   if missing:
     raise app.UsageError(f"no results for {', '.join(missing)}; run those experiments first")
   results = [json.loads(p.read_text()) for p in paths]
-  text = table(results)
+  text = fashion_table(results) if FLAGS.table == "fashion" else table(results)
+  begin, end = f"<!-- {FLAGS.table}:begin -->", f"<!-- {FLAGS.table}:end -->"
   readme = pathlib.Path(FLAGS.readme)
   content = readme.read_text()
-  pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
   if not pattern.search(content):
-    raise app.UsageError(f"{readme} has no {BEGIN} ... {END} markers")
-  readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", content))
+    raise app.UsageError(f"{readme} has no {begin} ... {end} markers")
+  readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", content))
   print(text)
 
 

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from experiments import report
+
 SHORT = ("--config.max_steps=2", "--config.train_subset=256", "--config.val_size=64",
          "--config.test_subset=64", "--config.batch_size=32", "--config.eval_batch_size=64",
          "--config.warmup_steps=0", "--config.log_every_steps=1")
@@ -23,3 +25,7 @@ def test_short_run(tmp_path, run_experiment, name):
   assert results["steps"] == 2 and results["test_size"] == 64
   assert 0.0 <= results["test_accuracy"] <= 1.0
   assert (tmp_path / "learning_curves.png").stat().st_size > 0
+  if name.startswith("fashion"):  # the README's architecture table reads it
+    row = report.fashion_table([results]).splitlines()[-1]
+    assert f"| `{results['model']}` | {results['param_count']:,} |" in row
+    assert "crop (pad 2), flip" in row and f"{100 * results['test_accuracy']:.2f} %" in row
