@@ -50,7 +50,8 @@ BAD_CONFIGS = [
     (("--config.optimizer=adamax",), "unknown optimizer 'adamax'; accepted: sgd, momentum"),
     (("--config.batch_size=0",), "batch_size=0 must be a positive integer"),
     (("--config.dataset=cifar10",), "unknown dataset 'cifar10'; accepted: mnist, fashion_mnist"),
-    (("--config.model=resnet",), "unknown model 'resnet'; registered image models: blueprint_grid"),
+    (("--config.model=resnet",), "unknown model 'resnet'; registered image models: alexnet, "
+     "alexnet_small, blueprint_grid"),
     (("--config.lr_schedule=step",), "unknown lr_schedule 'step'; accepted: constant, cosine"),
 ]
 
