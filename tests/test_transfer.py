@@ -4,6 +4,7 @@ transfer learning (init_from, reinit_layers, freeze_layers), with their bad inpu
 
 import functools
 import json
+import sys
 
 import flax.linen as nn
 import flax.serialization
@@ -18,6 +19,7 @@ from dl_jax.models import registry
 from dl_jax.models.spec import AUX_LOGITS
 from dl_jax.tasks import image_classification as ic
 from experiments.configs import base
+from tests.conftest import run
 
 KEY = jax.random.PRNGKey(0)
 FEATURES = ("Conv_0", "Conv_1", "Conv_2")
@@ -200,3 +202,18 @@ def test_bad_values_are_one_error_line(tmp_path, run_experiment, flags, message)
   lines = done.stderr.strip().splitlines()
   assert lines[-1].startswith("error: ") and message in lines[-1], lines[-3:]
   assert "Traceback" not in done.stderr
+
+
+def test_transfer_study_quick(tmp_path):
+  """The study of section 5.4 in its --quick version, as a user runs it."""
+  done = run([sys.executable, "-m", "experiments.studies.transfer", f"--workdir={tmp_path}",
+              "--quick"], timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert set(results["keras"]) == {"source_0-4", "frozen", "fine_tuned", "scratch"}
+  for pair in ("mnist->fashion_mnist", "fashion_mnist->mnist"):
+    for method in ("frozen", "fine_tuned", "scratch"):
+      assert 0.3 < results["cross"][pair][f"0.01_{method}"]["mean"] <= 1.0, (pair, method)
+  assert len(results["step_ms"]) == 4 and all(v > 0 for v in results["step_ms"].values())
+  table = (tmp_path / "table.md").read_text()
+  assert table.count("\n| frozen |") == 1 and "MNIST -> Fashion-MNIST" in table
