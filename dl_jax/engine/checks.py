@@ -109,6 +109,13 @@ def int_tuple(low: int = 1, min_length: int = 1) -> Check:
   return check
 
 
+def string_tuple(value) -> None:
+  """A tuple (possibly empty) of strings, e.g. layer names."""
+  if isinstance(value, str) or not isinstance(value, (tuple, list)) or not all(
+      isinstance(v, str) for v in value):
+    raise ValueError("must be a tuple of names, e.g. ('Conv_0', 'Dense_0')")
+
+
 def names(accepted: Iterable[str]) -> Check:
   """A non-empty tuple of names from `accepted` (e.g. corpora)."""
   accepted = tuple(accepted)

@@ -286,8 +286,8 @@ class ImageClassification(Task):
       "augment_max_rotation": checks.number(0, 180),
       "augment_random_erasing": checks.number(0.0, 1.0),
       "init_from": checks.string,
-      "reinit_layers": checks.anything,  # layer names: checked against the model
-      "freeze_layers": checks.anything,
+      "reinit_layers": checks.string_tuple,  # layer names: checked against the model
+      "freeze_layers": checks.string_tuple,
   }
 
   @classmethod
@@ -299,9 +299,6 @@ class ImageClassification(Task):
         config.classes and max(config.classes) >= mnist.NUM_CLASSES):
       raise ConfigError(f"classes={tuple(config.classes)!r} must be distinct class ids in "
                         f"0..{mnist.NUM_CLASSES - 1} (or () for all)")
-    for key in ("reinit_layers", "freeze_layers"):
-      if isinstance(config[key], str) or not all(isinstance(v, str) for v in config[key]):
-        raise ConfigError(f"{key}={config[key]!r} must be a tuple of layer names")
     if (config.reinit_layers or "transferred" in config.freeze_layers) and not config.init_from:
       raise ConfigError("reinit_layers and freeze_layers=('transferred',) need init_from (the "
                         "workdir of a finished run)")

@@ -67,10 +67,9 @@ VAL_SIZE = 1000
 
 
 def run_config(dataset: str, seed: int, num_epochs: int, classes=(), **overrides):
-  config = common.study_config(model="mnist_cnn", dataset=dataset, seed=seed,
-                               num_epochs=num_epochs, val_size=VAL_SIZE, lr_schedule="cosine",
-                               classes=tuple(classes), log_every_steps=100, **overrides)
-  return config
+  return common.study_config(model="mnist_cnn", dataset=dataset, seed=seed,
+                             num_epochs=num_epochs, val_size=VAL_SIZE, lr_schedule="cosine",
+                             classes=tuple(classes), log_every_steps=100, **overrides)
 
 
 def epochs_for(steps: int, examples: int, batch_size: int = 128) -> int:
