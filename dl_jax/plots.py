@@ -60,3 +60,25 @@ def fold_curves(history: np.ndarray, out_path: pathlib.Path, title: str) -> None
   fig.tight_layout()
   fig.savefig(out_path, dpi=120)
   plt.close(fig)
+
+
+def nbody_predictions(start: np.ndarray, target: np.ndarray, predicted: np.ndarray,
+                      out_path: pathlib.Path, title: str) -> None:
+  """Particle systems seen from above (x, y): each particle's input position, its true position
+  one time unit later and the model's prediction, one panel per system."""
+  plt = pyplot()
+  count = len(target)
+  fig, axes = plt.subplots(1, count, figsize=(3.2 * count, 3.4), squeeze=False)
+  for ax, x0, x1, xp in zip(axes[0], start, target, predicted):
+    for i in range(len(x0)):
+      ax.annotate("", xy=x1[i, :2], xytext=x0[i, :2],
+                  arrowprops=dict(arrowstyle="->", color=f"C{i}", lw=1))
+      ax.plot(*x0[i, :2], "o", color=f"C{i}", ms=5, alpha=0.5)
+      ax.plot(*xp[i, :2], "x", color="k", ms=7)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+  axes[0][0].set_title("o input, arrow: true motion, x: predicted", fontsize=8, loc="left")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)

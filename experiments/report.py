@@ -2,10 +2,12 @@
 
   python -m experiments.report [--runs=runs] [--readme=README.md] [--experiments=a,b]
   python -m experiments.report --table=fashion --experiments=fashion_lenet5_relu,fashion_lenet5
+  python -m experiments.report --table=nbody --experiments=nbody_linear,nbody_gnn,nbody_egnn
 
 `--experiments` names run directories under `--runs`; `--table` chooses the table (and its
-markers in the README): `results` (the MNIST runs) or `fashion` (the section 5.3.2
-architectures on Fashion-MNIST, each row beside its anchor).
+markers in the README): `results` (the MNIST runs), `fashion` (the section 5.3.2
+architectures on Fashion-MNIST, each row beside its anchor) or `nbody` (the charged N-body
+models beside the EGNN paper's test MSE, with their float64 equivariance errors).
 """
 
 import json
@@ -17,7 +19,8 @@ from absl import app, flags
 flags.DEFINE_string("runs", "runs", "Directory whose subdirectories hold results.json files.")
 flags.DEFINE_string("readme", "README.md", "Markdown file with the results markers to update.")
 flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, in this order.")
-flags.DEFINE_enum("table", "results", ["results", "fashion"], "Which table to regenerate.")
+flags.DEFINE_enum("table", "results", ["results", "fashion", "nbody"],
+                  "Which table to regenerate.")
 FLAGS = flags.FLAGS
 
 TARGETS = {"mnist_mlp": ">= 98.0 %", "mnist_cnn": ">= 99.0 %"}
@@ -25,6 +28,10 @@ TARGETS = {"mnist_mlp": ">= 98.0 %", "mnist_cnn": ">= 99.0 %"}
 ANCHORS = {"lenet5_relu": "goal >= 90 %", "lenet5": "goal >= 90 %",
            "resnet18_small": "94.9 % (goal >= 95.0 %)", "vgg16_small": "93.5 %",
            "googlenet_small": "93.7 %"}
+
+# Charged N-body: test MSE of Satorras, Hoogeboom and Welling (2021), table 2.
+NBODY_ANCHORS = {"nbody_linear": "Linear 0.0819", "nbody_gnn": "GNN 0.0107",
+                 "egnn": "EGNN 0.0071 (goal <= 0.0071)"}
 
 
 def _hardware(r: dict) -> str:
@@ -69,6 +76,30 @@ def fashion_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+  return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def nbody_table(results: list[dict]) -> str:
+  lines = ["| model | parameters | epochs | lr schedule | test MSE (95 % interval) | paper | "
+           "rotation | reflection | translation | permutation | train time | hardware |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    errors = r["equivariance_errors_float64"]
+    lines.append(
+        f"| `{r['model']}` | {r['param_count']:,} | {r['epochs']:g} (best {r['best_epoch']}) | "
+        f"{r['config'].get('lr_schedule', 'constant')} | {r['test_mse']:.4f} "
+        f"({r['test_mse_interval95'][0]:.4f}-{r['test_mse_interval95'][1]:.4f}) | "
+        f"{NBODY_ANCHORS.get(r['model'], '-')} | "
+        + " | ".join(f"{errors[k]['relative_error']:.0e}" for k in
+                     ("rotation", "reflection", "translation", "permutation"))
+        + f" | {_duration(r['train_time_s'])} | {_hardware(r)} |")
+  return "\n".join(lines)
+
+
+TABLES = {"results": table, "fashion": fashion_table, "nbody": nbody_table}
+
+
 def main(argv):
   del argv
   paths = [pathlib.Path(FLAGS.runs) / name / "results.json" for name in FLAGS.experiments]
@@ -76,7 +107,7 @@ def main(argv):
   if missing:
     raise app.UsageError(f"no results for {', '.join(missing)}; run those experiments first")
   results = [json.loads(p.read_text()) for p in paths]
-  text = fashion_table(results) if FLAGS.table == "fashion" else table(results)
+  text = TABLES[FLAGS.table](results)
   begin, end = f"<!-- {FLAGS.table}:begin -->", f"<!-- {FLAGS.table}:end -->"
   readme = pathlib.Path(FLAGS.readme)
   content = readme.read_text()

@@ -36,6 +36,10 @@ SHORT_RUNS = {
         "--config.folds=3", "--config.num_epochs=25", "--config.batch_size=16",
         "--config.checkpoint_every_steps=40", "--config.log_every_steps=20",
         "--config.keep_checkpoints=20"), 40),
+    "nbody": ("nbody_egnn", (
+        "--config.train_size=500", "--config.batch_size=50", "--config.num_epochs=8",
+        "--config.eval_every_epochs=2", "--config.checkpoint_every_steps=20",
+        "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 20),
     "word_embeddings": ("word2vec_skipgram", (
         "--config.max_tokens=300000", "--config.epochs=4", "--config.batch_size=2048",
         "--config.steps_per_call=4", "--config.checkpoint_every_steps=16",

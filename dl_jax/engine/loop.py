@@ -36,6 +36,7 @@ TASKS = {
     "node_classification": "dl_jax.tasks.node_classification:NodeClassification",
     "graph_classification": "dl_jax.tasks.graph_classification:GraphClassification",
     "word_embeddings": "dl_jax.tasks.word_embeddings:WordEmbeddings",
+    "nbody": "dl_jax.tasks.nbody:NBody",
 }
 
 # The engine's own config keys.

@@ -13,6 +13,8 @@ Families, by what a model takes and returns (batch = the number of examples):
 - node: a `jraph.GraphsTuple` of `batch` graphs (section 6.1) -> logits per node
   [N, num_classes];
 - graph: the same batch of graphs -> logits per graph [batch, num_classes];
+- point_cloud: systems of 5 charged particles in 3-D {"positions" [batch, 5, 3], "velocities"
+  [batch, 5, 3], "charges" [batch, 5, 1]} (the N-body task) -> positions [batch, 5, 3];
 - text: the n - 1 previous word ids [batch, context_size] (section 3.2) -> logits over the
   vocabulary [batch, vocab_size].
 
@@ -67,6 +69,15 @@ def example_graphs(batch: int, dtype=jnp.float32, features: int = GRAPH_FEATURES
       n_edge=jnp.asarray(n_edge, jnp.int32), globals=None)
 
 
+def example_point_clouds(batch: int, dtype=jnp.float32, points: int = 5) -> dict:
+  """`batch` systems of `points` particles: N(0, 1) positions, N(0, 0.25) velocities, charges
+  +-1 (float, [batch, points, 1])."""
+  rng = np.random.default_rng(0)
+  return {"positions": jnp.asarray(rng.standard_normal((batch, points, 3)), dtype),
+          "velocities": jnp.asarray(0.5 * rng.standard_normal((batch, points, 3)), dtype),
+          "charges": jnp.asarray(rng.choice([-1.0, 1.0], (batch, points, 1)), dtype)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """How to feed one kind of model: example inputs and the output shape, as functions of the
@@ -90,6 +101,8 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
                           hp["num_classes"]), False, "node classification on graphs"),
     Family("graph", lambda b, dtype, hp: (example_graphs(b, dtype),),
            lambda b, hp: (b, hp["num_classes"]), False, "graph classification"),
+    Family("point_cloud", lambda b, dtype, hp: (example_point_clouds(b, dtype),),
+           lambda b, hp: (b, 5, 3), True, "dynamics of charged particles in 3-D"),
     Family("text", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
         0, hp["vocab_size"], (b, hp["context_size"])), jnp.int32),),
            lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),

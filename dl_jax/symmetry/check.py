@@ -99,7 +99,8 @@ def _as_float(tree: PyTree) -> PyTree:
 
 
 def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Array, *,
-           atol: float, rtol: float, n_samples: int, crop: int, jit: bool) -> SymmetryReport:
+           atol: float, rtol: float, n_samples: int, crop: int, jit: bool,
+           raise_on_failure: bool) -> SymmetryReport:
   if not (atol >= 0 and rtol >= 0):
     raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
   if n_samples < 1 or crop < 0:
@@ -137,14 +138,15 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
                                float(errors.mean()) if errors.size else 0.0, ok))
   report = SymmetryReport(kind, repr(action), ",".join(sorted(dtypes)), atol, rtol, total_crop,
                           jit, scale, tuple(samples))
-  if failures:
+  if failures and raise_on_failure:
     raise AssertionError(f"{report}\nfirst failure (chex): {failures[0]}")
   return report
 
 
 def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAction,
                       key: jax.Array, *, atol: float, rtol: float, n_samples: int = 4,
-                      crop: int = 0, jit: bool = False) -> SymmetryReport:
+                      crop: int = 0, jit: bool = False, raise_on_failure: bool = True
+                      ) -> SymmetryReport:
   """Checks f(g.x) = g.f(x) for `n_samples` random g drawn from `key`.
 
   Args:
@@ -157,6 +159,7 @@ def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAct
     crop: receptive-field radius (output pixels) of a zero-padded map; `crop +
       action.boundary` pixels are cut from each end of `action.out_spatial_axes`.
     jit: compile f and the comparison (the element is traced).
+    raise_on_failure: raise (below) when out of tolerance; False returns the failed report.
 
   Returns:
     The `SymmetryReport`.
@@ -165,12 +168,12 @@ def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAct
     AssertionError: with the report, if any entry is out of tolerance or not finite.
   """
   return _check("equivariant", f, x, action, key, atol=atol, rtol=rtol, n_samples=n_samples,
-                crop=crop, jit=jit)
+                crop=crop, jit=jit, raise_on_failure=raise_on_failure)
 
 
 def check_invariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAction,
                     key: jax.Array, *, atol: float, rtol: float, n_samples: int = 4,
-                    jit: bool = False) -> SymmetryReport:
+                    jit: bool = False, raise_on_failure: bool = True) -> SymmetryReport:
   """Checks f(g.x) = f(x) for `n_samples` random g drawn from `key`; see `check_equivariant`."""
   return _check("invariant", f, x, action, key, atol=atol, rtol=rtol, n_samples=n_samples,
-                crop=0, jit=jit)
+                crop=0, jit=jit, raise_on_failure=raise_on_failure)

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Callable
 
 from dl_jax.errors import ConfigError
-from dl_jax.symmetry import groups
+from dl_jax.symmetry import euclidean, groups
 
 TRANSLATION_CIRCULAR_EQUIVARIANT = "translation_circular_equivariant"
 TRANSLATION_CIRCULAR_INVARIANT = "translation_circular_invariant"
@@ -22,6 +22,10 @@ ROTATION_P4_INVARIANT = "rotation_p4_invariant"
 ROTATION_REFLECTION_P4M_INVARIANT = "rotation_reflection_p4m_invariant"
 PERMUTATION_EQUIVARIANT = "permutation_equivariant"
 PERMUTATION_INVARIANT = "permutation_invariant"
+E3_EQUIVARIANT = "e3_equivariant"
+SE3_EQUIVARIANT = "se3_equivariant"
+E3_INVARIANT = "e3_invariant"
+POINT_PERMUTATION_EQUIVARIANT = "point_permutation_equivariant"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +39,16 @@ class SymmetryParams:
     radius: receptive-field radius in output pixels of a zero-padded map (the interior crop).
     group_axis: the rotation axis of a p4 feature-map input (None: an image).
     out_group_axis: the rotation axis of a p4 feature-map output (None: an image).
+    output: the role of a point-cloud map's output: "point" (moves like the positions),
+      "vector" (rotates only) or "scalar" (per point, only relabelled); see
+      `dl_jax.symmetry.euclidean`.
   """
   stride: int = 1
   max_shift: int | None = None
   radius: int = 0
   group_axis: int | None = None
   out_group_axis: int | None = None
+  output: str = "point"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +79,19 @@ def _rotation(p: SymmetryParams, x) -> groups.GroupAction:
   return groups.Rotation90(group_axis=p.group_axis, out_group_axis=p.out_group_axis)
 
 
+def _num_points(x) -> int:
+  return (x["positions"] if isinstance(x, dict) else x).shape[1]
+
+
+def _euclidean(rotations=True, reflections=True, translations=True):
+  def make(p: SymmetryParams, x) -> groups.GroupAction:
+    return euclidean.EuclideanAction(
+        _num_points(x), dim=(x["positions"] if isinstance(x, dict) else x).shape[-1],
+        rotations=rotations, reflection_probability=0.5 if reflections else 0.0,
+        translations=translations, permutations=True, output=p.output)
+  return make
+
+
 SYMMETRIES: dict[str, Symmetry] = {s.name: s for s in (
     Symmetry(TRANSLATION_CIRCULAR_EQUIVARIANT, "equivariant",
              "f(roll(x, s)) = roll(f(x), s / stride) for shifts s that are multiples of the stride",
@@ -92,6 +113,17 @@ SYMMETRIES: dict[str, Symmetry] = {s.name: s for s in (
              lambda p, x: groups.Permutation(_num_nodes(x))),
     Symmetry(PERMUTATION_INVARIANT, "invariant", "f(P X) = f(X)",
              lambda p, x: groups.Permutation(_num_nodes(x))),
+    Symmetry(E3_EQUIVARIANT, "equivariant",
+             "point clouds: f(Q x P + t) = Q f(x) P + t for rotations and reflections Q, "
+             "translations t and relabellings P (vectors rotate, scalars are relabelled)",
+             _euclidean()),
+    Symmetry(SE3_EQUIVARIANT, "equivariant",
+             "as e3_equivariant for proper rotations only (chiral maps)",
+             _euclidean(reflections=False)),
+    Symmetry(E3_INVARIANT, "invariant", "point clouds: f(Q x P + t) = f(x)", _euclidean()),
+    Symmetry(POINT_PERMUTATION_EQUIVARIANT, "equivariant",
+             "point clouds: relabelling the points relabels the output",
+             _euclidean(rotations=False, reflections=False, translations=False)),
 )}
 
 

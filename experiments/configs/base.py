@@ -86,3 +86,29 @@ def mnist1d_config(name: str, model: str, shuffled: bool = False) -> ml_collecti
   config.learning_rate = 1e-2
   config.lr_schedule = "constant"
   return config
+
+
+def nbody_config(name: str, model: str) -> ml_collections.ConfigDict:
+  """The N-body recipe of Satorras et al. (2021): Adam 5e-4 with weight decay 1e-12, batches of
+  100 of the 3000 training systems, evaluation every 5 epochs (the `nbody_*` configs)."""
+  config = ml_collections.ConfigDict()
+  config.task = "nbody"
+  config.experiment = name
+  config.model = model
+  config.model_kwargs = ml_collections.ConfigDict()
+  config.dataset = "charged5"
+  config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax (the simulation's cache)
+  config.train_size = 3000
+  config.seed = 0
+  config.batch_size = 100
+  config.num_epochs = 1000
+  config.eval_every_epochs = 5
+  config.max_steps = 0  # 0: num_epochs decides; else stop at the first epoch end at or after it
+  config.optimizer = "adam"
+  config.learning_rate = 5e-4
+  config.lr_schedule = "constant"
+  config.weight_decay = 1e-12
+  config.log_every_steps = 300
+  config.checkpoint_every_steps = 3000
+  config.keep_checkpoints = 3
+  return config
