@@ -122,10 +122,11 @@ def test_cached_dataset_has_the_papers_splits():
                  for row in data["test"]["positions"][:200].reshape(200, -1))
 
 
-# experiment -> (short flags, short target, full target): test MSE at the best validation epoch
+# experiment -> (short flags, short target, full target): test MSE at the best validation epoch;
+# the full targets are the README's numbers (EGNN 0.0083, GNN 0.0142, Linear 0.0853) rounded up
 TRAININGS = {
-    "nbody_egnn": (("--config.num_epochs=20",), 0.03, 0.0071),
-    "nbody_gnn": (("--config.num_epochs=20",), 0.08, 0.0125),
+    "nbody_egnn": (("--config.num_epochs=20",), 0.03, 0.0085),
+    "nbody_gnn": (("--config.num_epochs=20",), 0.08, 0.0145),
     "nbody_linear": (("--config.num_epochs=20",), 0.09, 0.086),
 }
 
