@@ -8,10 +8,11 @@ reports it; Adam with the paper's learning rate 5e-4 and its weight decay 1e-12 
 gradient, as torch's Adam does), constant or decayed to 0 on a cosine over the run
 (`lr_schedule`), batches of 100 systems, the last incomplete batch of an epoch dropped. One
 `advance` is one epoch, scanned in one jitted call; the batch order is a pure function of
-(seed, epoch). Every `eval_every_epochs` the validation and test MSE are measured, and the
-parameters and test MSE of the epoch of the lowest validation MSE are kept (the paper's
-protocol; that selection is part of the checkpointed state). `finish` adds the 95 % bootstrap
-interval of that test MSE over the test systems.
+(seed, epoch), and each batch is split over the devices of the mesh. Every `eval_every_epochs`
+the validation and test MSE are measured, and the parameters and test MSE of the epoch of the
+lowest validation MSE are kept (the paper's protocol; that selection is part of the
+checkpointed state). `finish` adds the 95 % bootstrap interval of that test MSE over the test
+systems.
 
 `finish` also measures what the selected model does under the group: the largest error of
 f(g.x) against g.f(x) on 100 test systems, in float64, for rotations, reflections, translations
@@ -28,7 +29,7 @@ import optax
 
 from dl_jax import optim, plots
 from dl_jax.data.physics import nbody as nbody_data
-from dl_jax.engine import checks
+from dl_jax.engine import checks, sharding
 from dl_jax.engine.task import Plan, Task, jit_step
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry
@@ -68,12 +69,16 @@ def bootstrap_interval(errors: np.ndarray, seed: int = 0, resamples: int = 2000
   return float(low), float(high)
 
 
-def make_epoch(model, tx):
+def make_epoch(model, tx, batch_sharding=None):
   """epoch(state, data, order) -> (state, per-step logs): one pass over `data` (the training
-  arrays) in the batches of `order` ([steps, batch] indices), scanned in one call."""
+  arrays, replicated) in the batches of `order` ([steps, batch] indices), scanned in one call.
+  Each batch is split over `batch_sharding`'s devices (data parallelism: XLA sums the
+  per-device gradients)."""
   def epoch(state, data, order):
     def step(state, indices):
       batch = jax.tree.map(lambda a: a[indices], data)
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       loss, grads = jax.value_and_grad(functools.partial(mse, model))(state["params"], batch)
       updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
       return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state},
@@ -133,6 +138,7 @@ class NBody(Task):
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
+    sharding.check_batch_size(config.batch_size, mesh)
     self.model = registry.build(config.model, **config.model_kwargs.to_dict())
     splits = nbody_data.load(config.data_dir or None)
     self.train = {k: v[:config.train_size] for k, v in splits["train"].items()}
@@ -141,9 +147,10 @@ class NBody(Task):
     schedule = optim.make_schedule(config.lr_schedule, config.learning_rate,
                                    config.num_epochs * self.steps_per_epoch)
     self.tx = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))
-    self._epoch = jit_step(make_epoch(self.model, self.tx), donate_argnums=0)
+    self._epoch = jit_step(make_epoch(self.model, self.tx, sharding.batch_sharding(mesh)),
+                           donate_argnums=0)
     self._mse = jax.jit(functools.partial(mse, self.model))
-    self._train_device = jax.device_put(self.train)
+    self._train_device = sharding.replicate(self.train, mesh)
 
   def plan(self) -> Plan:
     total = self.config.num_epochs * self.steps_per_epoch
@@ -169,7 +176,8 @@ class NBody(Task):
     del stop
     epoch = step // self.steps_per_epoch
     trained, logs = self._epoch({"params": state["params"], "opt_state": state["opt_state"]},
-                                self._train_device, self.order(epoch))
+                                self._train_device, sharding.replicate(self.order(epoch),
+                                                                       self.mesh))
     return {**trained, "best": state["best"]}, step + self.steps_per_epoch, {"train": logs}
 
   def _split_mse(self, params, split: dict) -> float:
