@@ -8,7 +8,7 @@ runs it in a subprocess.
 
 import own_layer
 
-from dl_jax.symmetry.pytest_plugin import symmetry_tests
+from dl_jax.symmetry.testing import symmetry_tests
 
 test_deepsets = symmetry_tests([own_layer.deepsets])
 test_broken_deepsets = symmetry_tests([own_layer.broken], expect_failure=True)

@@ -31,7 +31,7 @@ ANCHORS = {"lenet5_relu": "goal >= 90 %", "lenet5": "goal >= 90 %",
 
 # Charged N-body: test MSE of Satorras, Hoogeboom and Welling (2021), table 2.
 NBODY_ANCHORS = {"nbody_linear": "Linear 0.0819", "nbody_gnn": "GNN 0.0107",
-                 "egnn": "EGNN 0.0071 (goal <= 0.0071)"}
+                 "egnn": "EGNN 0.0071"}
 
 
 def _hardware(r: dict) -> str:

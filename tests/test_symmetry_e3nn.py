@@ -4,7 +4,8 @@ outside user checks theirs (section 4.4: the blueprint on "more exotic domains")
 `E3nnDisplacement` moves each point by a learned combination of the spherical harmonics of its
 displacements to the others (l = 1 and 2, radial weights from a small MLP) and of its velocity;
 it is E(3)-equivariant. Its chiral twin adds r_ij x v_j, a pseudovector (1e): equivariant under
-rotations (SE(3)), not under reflections, and the suite must tell the two apart.
+rotations (SE(3)), not under reflections, and the suite must tell the two apart. Both are
+declared and checked through `dl_jax.symmetry.suite`, as a user checks their own model.
 """
 
 import e3nn_jax as e3nn
@@ -13,16 +14,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dl_jax.symmetry import euclidean
-from dl_jax.symmetry.check import check_equivariant
+from dl_jax.symmetry import suite
 
 POINTS = 6
-KEY = jax.random.PRNGKey(0)
 
 
 class E3nnDisplacement(nn.Module):
   """x_i' = x_i + sum_{j != i} w(|r_ij|) L[Y(r_ij), Y(r_ij) (x) Y(r_ij)]_1o + L[v_i]_1o with
-  r_ij = x_i - x_j (plus the cross term r_ij x v_i when `chiral`)."""
+  r_ij = x_i - x_j (plus the cross term r_ij x v_j in the sum when `chiral`)."""
   chiral: bool = False
 
   @nn.compact
@@ -44,41 +43,42 @@ class E3nnDisplacement(nn.Module):
     return x + displacement + speed
 
 
-def _cloud(dtype):
-  k1, k2 = jax.random.split(jax.random.PRNGKey(1))
-  return {"positions": jax.random.normal(k1, (2, POINTS, 3), dtype),
-          "velocities": jax.random.normal(k2, (2, POINTS, 3), dtype)}
+def _cloud(key):
+  k1, k2 = jax.random.split(key)
+  return {"positions": jax.random.normal(k1, (2, POINTS, 3)),
+          "velocities": jax.random.normal(k2, (2, POINTS, 3))}
 
 
-def _model(chiral: bool, dtype):
-  cloud = _cloud(dtype)
-  module = E3nnDisplacement(chiral=chiral)
-  params = module.init(KEY, cloud)
-  return (lambda c: module.apply(params, c)), cloud
+def _spec(module, *symmetries):
+  """The layer declared as a user declares theirs (`dl_jax.symmetry.suite`)."""
+  return suite.SymmetrySpec(lambda: module, symmetries, make_input=_cloud, n_samples=4,
+                            name=f"{type(module).__name__}(chiral={module.chiral})")
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_e3nn_layer_is_e3_equivariant(jit):
-  f, cloud = _model(False, jnp.float32)
-  action = euclidean.EuclideanAction(POINTS, reflection_probability=0.5, permutations=True)
-  report = check_equivariant(f, cloud, action, KEY, atol=1e-5, rtol=1e-5, n_samples=4, jit=jit)
-  assert report.passed and report.output_scale > 0.1
+def test_e3nn_layer_passes_the_suite():
+  report = suite.run_checks(_spec(E3nnDisplacement(), "e3_equivariant"))
+  print(report.table(), report.vacuity_line(), sep="\n")
+  assert report.ok and not report.vacuous and len(report.broken) == 2  # float32 and float64
+  float64 = [c for c in report.checks if c.dtype == "float64"]
+  assert float64 and all(c.max_abs_error < 1e-12 for c in float64)
+  dets = {round(float(e.element.split(",")[0].split()[1])) for c in report.checks
+          for e in c.report.samples}
+  assert dets == {-1, 1}  # proper and improper elements were both checked
 
 
-def test_e3nn_layer_float64_at_rounding_level():
-  with jax.enable_x64(True):
-    f, cloud = _model(False, jnp.float64)
-    action = euclidean.EuclideanAction(POINTS, reflection_probability=0.5, permutations=True)
-    report = check_equivariant(f, cloud, action, KEY, atol=1e-12, rtol=1e-12, n_samples=4,
-                               jit=True)
-  assert "float64" in report.dtype and report.max_abs_error < 1e-12
+def chiral_map(cloud):
+  """x_i + (x_i - mean x) x v_i: a pseudovector added to a point, rotation-equivariant only."""
+  x, v = cloud["positions"], cloud["velocities"]
+  return x + jnp.cross(x - x.mean(axis=1, keepdims=True), v)
 
 
-def test_chiral_e3nn_layer_is_se3_but_not_e3_equivariant():
-  f, cloud = _model(True, jnp.float32)
-  check_equivariant(f, cloud, euclidean.EuclideanAction(POINTS, permutations=True), KEY,
-                    atol=1e-5, rtol=1e-5, n_samples=4)
-  mirror = euclidean.EuclideanAction(POINTS, rotations=False, translations=False,
-                                     reflection_probability=1.0)
-  with pytest.raises(AssertionError, match="FAILED"):
-    check_equivariant(f, cloud, mirror, KEY, atol=1e-5, rtol=1e-5, n_samples=4)
+@pytest.mark.parametrize("seed", range(4))
+def test_a_chiral_map_fails_e3_and_passes_se3(seed):
+  """The reflections are always checked: n >= 2 elements alternate det +1 and det -1."""
+  for make, kind in ((lambda: chiral_map, "function"),
+                     (lambda: E3nnDisplacement(chiral=True), "e3nn")):
+    spec = suite.SymmetrySpec(make, ("e3_equivariant", "se3_equivariant"), make_input=_cloud,
+                              dtypes=("float32",), vacuity=False, name=kind)
+    e3 = suite.run_check(spec, "e3_equivariant", "float32", "jit", seed=seed, n_samples=2)
+    se3 = suite.run_check(spec, "se3_equivariant", "float32", "jit", seed=seed, n_samples=2)
+    assert not e3.passed and se3.passed, (kind, e3.report, se3.report)

@@ -1,5 +1,5 @@
 """The symmetry suite as a tool for anyone's model (`dl_jax.symmetry.suite`, `.breaking`,
-`.pytest_plugin`, `python -m dl_jax.symmetry`), and proof that every check can fail:
+`.testing`, `python -m dl_jax.symmetry`), and proof that every check can fail:
 
 - the CLI on examples/own_layer.py: exit 0 and a table for the DeepSets layer, exit 1 for its
   position-embedding variant, exit 2 and one `error:` line for bad input, a parseable JSON report;
@@ -82,6 +82,7 @@ BAD_INPUTS = {
     "module not found": (["no_such_module:f", "--input-shape", "2,3", "--symmetry",
                           "permutation_invariant"], "cannot import module 'no_such_module'"),
     "file not found": (["examples/nope.py:f"], "'examples/nope.py' not found"),
+    "not a python file": (["./README.md:f"], "'./README.md' is not a Python file"),
     "factory not found": ([f"{EXAMPLE}:deepset"], "no 'deepset' (did you mean deepsets"),
     "not callable": ([f"{EXAMPLE}:jnp"], "not callable"),
     "no colon": ([EXAMPLE], "is not MODULE:FACTORY"),
@@ -237,7 +238,8 @@ def test_registry_specs_take_the_inputs_and_params_of_test_symmetry(entry):
 def test_registry_models_compute_in_the_checks_dtype():
   result = suite.run_check(_registry_spec("model:blueprint_set"), "permutation_invariant",
                            "float64", "jit", n_samples=1)
-  assert result.passed and result.report.atol <= 1e-8, result.report  # float32 could not
+  assert result.passed and result.report.dtype == "float64", result.report  # float32 could not
+  assert result.max_abs_error <= 1e-10 * max(1.0, result.report.output_scale)
 
 
 @pytest.mark.parametrize("spec,symmetry", REGISTRY, ids=REGISTRY_IDS)

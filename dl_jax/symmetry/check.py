@@ -3,7 +3,7 @@
     report = check_equivariant(f, x, action, key, atol=1e-5, rtol=1e-5)
     report = check_invariant(f, x, action, key, atol=1e-5, rtol=1e-5)
 
-Group elements are drawn from the explicit `key` (`n_samples` of them) by `action.sample`; for
+Group elements are drawn from the explicit `key` (`n_samples` of them) by `action.sample_n`; for
 each, f(g.x) is compared with g.f(x) (`action.act_output`) or with f(x), entry by entry, with
 `chex.assert_trees_all_close` semantics: |a - b| <= atol + rtol * |b|. The tolerances have no
 defaults: a float32 network is exact only to rounding (a permuted sum is summed in another
@@ -16,6 +16,11 @@ border: `crop` (the receptive-field radius, in output pixels) plus the action's 
 
 `jit=True` compiles the comparison (f(x), f(g.x) and g.f(x)) once, with the group element as a
 traced argument; `jit=False` runs it op by op.
+
+`scale_atol=True` reads atol in units of each output leaf's magnitude where that exceeds 1
+(atol * max(1, max|g.f(x)|) per leaf): float32 keeps 7 digits of an output of 1e3 as of one of
+1, and a small leaf beside a large one keeps its own tight tolerance. The report's `atol` is then
+the largest leaf's.
 """
 
 import dataclasses
@@ -98,9 +103,14 @@ def _as_float(tree: PyTree) -> PyTree:
                       tree)
 
 
+def _leaf_atols(tree: PyTree, atol: float, scale_atol: bool) -> list[float]:
+  return [atol * max(1.0, float(np.abs(leaf).max(initial=0.0))) if scale_atol else atol
+          for leaf in jax.tree.leaves(tree)]
+
+
 def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Array, *,
            atol: float, rtol: float, n_samples: int, crop: int, jit: bool,
-           raise_on_failure: bool) -> SymmetryReport:
+           raise_on_failure: bool, scale_atol: bool) -> SymmetryReport:
   if not (atol >= 0 and rtol >= 0):
     raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
   if n_samples < 1 or crop < 0:
@@ -117,9 +127,8 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
             _as_float(_crop(rhs, action.out_spatial_axes, total_crop)))
 
   compared_fn = jax.jit(compared) if jit else compared
-  samples, failures, dtypes, scale = [], [], set(), 0.0
-  for sample_key in jax.random.split(key, n_samples):
-    g = action.sample(sample_key)
+  samples, failures, dtypes, scale, effective_atol = [], [], set(), 0.0, atol
+  for g in action.sample_n(key, n_samples):
     lhs, rhs = compared_fn(g, x)
     dtypes |= {str(leaf.dtype) for leaf in jax.tree.leaves(lhs)}
     lhs, rhs = jax.device_get((lhs, rhs))
@@ -127,17 +136,20 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
     errors = np.concatenate([np.abs(a - b).ravel() for a, b in
                              zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs))])
     scale = max([scale] + [float(np.abs(leaf).max(initial=0.0)) for leaf in jax.tree.leaves(rhs)])
+    leaf_atols = _leaf_atols(rhs, atol, scale_atol)
+    effective_atol = max([effective_atol] + leaf_atols)
     try:
       chex.assert_tree_all_finite(lhs)
-      chex.assert_trees_all_close(lhs, rhs, atol=atol, rtol=rtol)
+      for a, b, leaf_atol in zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs), leaf_atols):
+        chex.assert_trees_all_close(a, b, atol=leaf_atol, rtol=rtol)
       ok = True
     except AssertionError as e:
       ok = False
       failures.append(str(e))
     samples.append(SampleError(action.describe(g), float(errors.max(initial=0.0)),
                                float(errors.mean()) if errors.size else 0.0, ok))
-  report = SymmetryReport(kind, repr(action), ",".join(sorted(dtypes)), atol, rtol, total_crop,
-                          jit, scale, tuple(samples))
+  report = SymmetryReport(kind, repr(action), ",".join(sorted(dtypes)), effective_atol, rtol,
+                          total_crop, jit, scale, tuple(samples))
   if failures and raise_on_failure:
     raise AssertionError(f"{report}\nfirst failure (chex): {failures[0]}")
   return report
@@ -145,8 +157,8 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
 
 def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAction,
                       key: jax.Array, *, atol: float, rtol: float, n_samples: int = 4,
-                      crop: int = 0, jit: bool = False, raise_on_failure: bool = True
-                      ) -> SymmetryReport:
+                      crop: int = 0, jit: bool = False, raise_on_failure: bool = True,
+                      scale_atol: bool = False) -> SymmetryReport:
   """Checks f(g.x) = g.f(x) for `n_samples` random g drawn from `key`.
 
   Args:
@@ -160,6 +172,7 @@ def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAct
       action.boundary` pixels are cut from each end of `action.out_spatial_axes`.
     jit: compile f and the comparison (the element is traced).
     raise_on_failure: raise (below) when out of tolerance; False returns the failed report.
+    scale_atol: atol per unit of each output leaf's magnitude above 1 (module docstring).
 
   Returns:
     The `SymmetryReport`.
@@ -168,12 +181,13 @@ def check_equivariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAct
     AssertionError: with the report, if any entry is out of tolerance or not finite.
   """
   return _check("equivariant", f, x, action, key, atol=atol, rtol=rtol, n_samples=n_samples,
-                crop=crop, jit=jit, raise_on_failure=raise_on_failure)
+                crop=crop, jit=jit, raise_on_failure=raise_on_failure, scale_atol=scale_atol)
 
 
 def check_invariant(f: Callable[[PyTree], PyTree], x: PyTree, action: GroupAction,
                     key: jax.Array, *, atol: float, rtol: float, n_samples: int = 4,
-                    jit: bool = False, raise_on_failure: bool = True) -> SymmetryReport:
+                    jit: bool = False, raise_on_failure: bool = True,
+                    scale_atol: bool = False) -> SymmetryReport:
   """Checks f(g.x) = f(x) for `n_samples` random g drawn from `key`; see `check_equivariant`."""
   return _check("invariant", f, x, action, key, atol=atol, rtol=rtol, n_samples=n_samples,
-                crop=0, jit=jit, raise_on_failure=raise_on_failure)
+                crop=0, jit=jit, raise_on_failure=raise_on_failure, scale_atol=scale_atol)

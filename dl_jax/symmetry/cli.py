@@ -90,6 +90,9 @@ def _load(target: str):
     if not path.is_file():
       raise ConfigError(f"module file {module_name!r} not found (from {os.getcwd()})")
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+      raise ConfigError(f"module file {module_name!r} is not a Python file; accepted: a .py "
+                        f"path or a dotted module")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))  # its sibling imports
     try:
@@ -138,7 +141,7 @@ def _param(text: str):
 
 def _spec(args):
   """The SymmetrySpec the flags describe."""
-  from dl_jax.symmetry import suite as D  # pylint: disable=import-outside-toplevel
+  from dl_jax.symmetry import suite as suite_lib  # pylint: disable=import-outside-toplevel
   obj = _load(args.target)
   overrides = {}
   if args.input_shape is not None:
@@ -154,7 +157,7 @@ def _spec(args):
   if args.no_vacuity:
     overrides["vacuity"] = False
   try:
-    base = D.spec_of(obj)
+    base = suite_lib.spec_of(obj)
   except ConfigError:
     if not callable(obj):
       raise ConfigError(f"{args.target!r} is a {type(obj).__name__}, not callable; accepted: "
@@ -164,23 +167,23 @@ def _spec(args):
     if missing:
       raise ConfigError(f"{args.target!r} is not declared with @dl_jax.symmetry.declare: give "
                         f"{' and '.join(missing)}") from None
-    return D.SymmetrySpec(obj, name=args.target.rpartition(":")[2], **overrides)
+    return suite_lib.SymmetrySpec(obj, name=args.target.rpartition(":")[2], **overrides)
   return dataclasses.replace(base, **overrides)
 
 
 def _check(args) -> int:
   import jax  # pylint: disable=import-outside-toplevel
-  from dl_jax.symmetry import suite as D  # pylint: disable=import-outside-toplevel
+  from dl_jax.symmetry import suite as suite_lib  # pylint: disable=import-outside-toplevel
   spec = _spec(args)
-  modes = tuple(dict.fromkeys(args.mode or D.MODES))
+  modes = tuple(dict.fromkeys(args.mode or suite_lib.MODES))
   checks, broken = [], []
   for s in spec.symmetries:
-    name = D.symmetry_name(s)
+    name = suite_lib.symmetry_name(s)
     for dtype in spec.dtypes:
       cases = [*modes, "broken"] if spec.vacuity else modes
       for mode in cases:
         try:
-          result = D.run_check(spec, name, dtype, mode, seed=args.seed)
+          result = suite_lib.run_check(spec, name, dtype, mode, seed=args.seed)
         except DlJaxError:
           raise
         except Exception as e:  # the model does not take this input, or the action does not
@@ -189,7 +192,7 @@ def _check(args) -> int:
                             f"{spec.input_shape or 'make_input()'} failed: "
                             f"{type(e).__name__}: {first}") from e
         (broken if mode == "broken" else checks).append(result)
-  suite = D.SuiteReport(spec.name, tuple(checks), tuple(broken))
+  suite = suite_lib.SuiteReport(spec.name, tuple(checks), tuple(broken))
   print(suite.table())
   print(suite.vacuity_line())
   print(suite.summary())
@@ -218,12 +221,12 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool)
 
 def _audit_entry(spec, args) -> list[dict]:
   """The declared check (jit) and broken variant of each symmetry of one registry entry."""
-  from dl_jax.symmetry import suite as D  # pylint: disable=import-outside-toplevel
+  from dl_jax.symmetry import suite as suite_lib  # pylint: disable=import-outside-toplevel
   out = []
   for s in spec.symmetries:
-    name = D.symmetry_name(s)
+    name = suite_lib.symmetry_name(s)
     try:
-      declared, broken = (D.run_check(spec, name, args.dtype, mode, seed=args.seed,
+      declared, broken = (suite_lib.run_check(spec, name, args.dtype, mode, seed=args.seed,
                                       n_samples=args.samples) for mode in ("jit", "broken"))
     except Exception as e:  # pylint: disable=broad-except (a broken entry is a finding)
       first = (str(e).strip().splitlines() or [""])[0]
@@ -235,12 +238,13 @@ def _audit_entry(spec, args) -> list[dict]:
 
 def _audit(args) -> int:
   import jax  # pylint: disable=import-outside-toplevel
-  from dl_jax.symmetry import suite as D  # pylint: disable=import-outside-toplevel
-  if args.dtype not in D.TOLERANCE:
-    raise ConfigError(f"--dtype={args.dtype!r}; accepted: {', '.join(D.TOLERANCE)}")
+  from dl_jax.symmetry import suite as suite_lib  # pylint: disable=import-outside-toplevel
+  if args.dtype not in suite_lib.TOLERANCE:
+    raise ConfigError(f"--dtype={args.dtype!r}; accepted: {', '.join(suite_lib.TOLERANCE)}")
   if args.samples < 1:
     raise ConfigError(f"--samples={args.samples} must be a positive int")
-  specs = [s for s in D.registry_specs() if not args.only or any(o in s.name for o in args.only)]
+  specs = [s for s in suite_lib.registry_specs()
+           if not args.only or any(o in s.name for o in args.only)]
   if not specs:
     raise ConfigError(f"--only {' '.join(map(repr, args.only))} matches no entry; entries are "
                       f"model:<name> and layer:<name>, e.g. model:p4cnn, layer:deepsets_linear")
@@ -248,7 +252,7 @@ def _audit(args) -> int:
   for i, spec in enumerate(specs, 1):
     t = time.perf_counter()
     results += _audit_entry(spec, args)
-    names = ", ".join(map(D.symmetry_name, spec.symmetries))
+    names = ", ".join(map(suite_lib.symmetry_name, spec.symmetries))
     print(f"[{i}/{len(specs)}] {spec.name} ({names}): {time.perf_counter() - t:.1f} s",
           file=sys.stderr, flush=True)
   header = ("entry", "symmetry", "declared max err", "broken max err", "tol (atol/rtol)",
@@ -278,7 +282,7 @@ def _audit(args) -> int:
   if checked:
     low = min(checked, key=lambda r: r["broken"].max_abs_error / r["broken"].report.atol)
     line += (f" (smallest margin: {low['broken'].max_abs_error / low['broken'].report.atol:.0f}x"
-             f" the tolerance, {low['entry']}:{low['symmetry']})")
+             f" its atol, {low['entry']}:{low['symmetry']})")
   print(f"{'FAILED' if problems else 'PASSED'}: {line}")
   if problems:
     print("offending: " + "; ".join(problems))

@@ -74,7 +74,8 @@ class EuclideanAction(GroupAction):
     dim: the space's dimension.
     rotations: draw a Haar-uniform rotation (else Q = I).
     reflection_probability: compose Q with a reflection through a random plane with this
-      probability (0: SO(dim) only; 1: improper elements only; 0.5: uniform on O(dim)).
+      probability (0: SO(dim) only; 1: improper elements only; 0.5: uniform on O(dim));
+      strictly between 0 and 1, `sample_n` alternates proper and improper elements.
     translations: draw t ~ N(0, translation_scale^2) per coordinate (else t = 0).
     permutations: draw a uniform permutation of the points (else the identity).
     output: the role of the map's output ("point", "vector" or "scalar").
@@ -114,6 +115,20 @@ class EuclideanAction(GroupAction):
     perm = (jax.random.permutation(k_perm, self.num_points) if self.permutations
             else jnp.arange(self.num_points))
     return {"rotation": q, "translation": t, "permutation": perm.astype(jnp.int32)}
+
+  def sample_n(self, key: jax.Array, n: int) -> list[Element]:
+    """`n` elements; with 0 < reflection_probability < 1 the parity alternates (even samples
+    proper rotations, odd ones improper), so that any n >= 2 checks both halves of O(dim)."""
+    elements = [self.sample(k) for k in jax.random.split(key, n)]
+    if not 0.0 < self.reflection_probability < 1.0:
+      return elements
+    out = []
+    for i, (g, k) in enumerate(zip(elements, jax.random.split(jax.random.fold_in(key, 1), n))):
+      q = g["rotation"]
+      proper = jnp.where(jnp.linalg.det(q) < 0, random_reflection(k, self.dim, q.dtype) @ q, q)
+      q = random_reflection(k, self.dim, q.dtype) @ proper if i % 2 else proper
+      out.append({**g, "rotation": q})
+    return out
 
   def act(self, g: Element, x):
     if isinstance(x, dict):

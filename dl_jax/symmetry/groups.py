@@ -67,6 +67,11 @@ class GroupAction(abc.ABC):
   def act_output(self, g: Element, y: PyTree) -> PyTree:
     return self.act(g, y)
 
+  def sample_n(self, key: Array, n: int) -> list[Element]:
+    """`n` elements, one from each of `jax.random.split(key, n)`; an action whose group has
+    parts that random draws could miss (E(3)'s reflections) overrides it to cover them."""
+    return [self.sample(k) for k in jax.random.split(key, n)]
+
   @property
   def boundary(self) -> int:
     return 0

@@ -79,14 +79,21 @@ def _rotation(p: SymmetryParams, x) -> groups.GroupAction:
   return groups.Rotation90(group_axis=p.group_axis, out_group_axis=p.out_group_axis)
 
 
-def _num_points(x) -> int:
-  return (x["positions"] if isinstance(x, dict) else x).shape[1]
+def _points(x):
+  """The points of a point cloud: the array itself, or a dict's first point-role entry."""
+  if not isinstance(x, dict):
+    return x
+  for key, value in x.items():
+    if euclidean.role_of(key) == "point":
+      return value
+  raise ConfigError(f"a point cloud dict needs its points under one of "
+                    f"{', '.join(euclidean.POINT_KEYS)}; got keys {', '.join(map(str, x))}")
 
 
 def _euclidean(rotations=True, reflections=True, translations=True):
   def make(p: SymmetryParams, x) -> groups.GroupAction:
     return euclidean.EuclideanAction(
-        _num_points(x), dim=(x["positions"] if isinstance(x, dict) else x).shape[-1],
+        _points(x).shape[1], dim=_points(x).shape[-1],
         rotations=rotations, reflection_probability=0.5 if reflections else 0.0,
         translations=translations, permutations=True, output=p.output)
   return make

@@ -10,8 +10,8 @@ The integrator is the reference's kick-drift scheme with step dt = 0.001,
     v <- v + dt F(x)   (once, at the start)
     repeat: x <- x + dt v;  (record every 100th step);  v <- v + dt F(x)
 
-i.e. symplectic Euler (leapfrog with the velocities half a step behind the positions): no
-energy drift, first order in dt. Frame k is step 100 (k + 1), as in the reference generator,
+i.e. symplectic Euler, first order in dt: with unclipped forces its energy and position errors
+after one time unit halve when dt halves (tested). Frame k is step 100 (k + 1), as in the reference generator,
 whose first recording overwrites the initial state. The task (EGNN paper): from the positions,
 velocities and charges at frame 30 (step 3100), predict the positions at frame 40 (step 4100),
 one time unit later.
@@ -53,7 +53,8 @@ def initial_conditions(rng: np.random.Generator, num_systems: int,
 
 def _forces(x: np.ndarray, q: np.ndarray, max_force: float | None) -> np.ndarray:
   """Forces in particle-major layout: x [n, S, 3], q [n, S] -> [n, S, 3]. Each pair is
-  computed once and added with opposite signs (Newton's third law holds to rounding)."""
+  computed once and added with opposite signs (Newton's third law holds to rounding before the
+  clip)."""
   f = np.zeros_like(x)
   n = x.shape[0]
   for i in range(n):

@@ -1,7 +1,7 @@
 """Your model's symmetries as pytest tests: one test per (model, symmetry, dtype, mode).
 
     # test_my_layers.py
-    from dl_jax.symmetry.pytest_plugin import symmetry_tests
+    from dl_jax.symmetry.testing import symmetry_tests
     test_my_layers = symmetry_tests([my_layer, other_spec])    # @declare'd factories or specs
     test_careless = symmetry_tests([careless_layer], expect_failure=True)
 
