@@ -6,8 +6,9 @@
 - examples/test_own_layer.py (not collected here: testpaths = tests) passes under pytest;
 - vacuity over dl_jax itself: for every declared symmetry of every registered model and layer on
   arrays (`suite.registry_specs`, the same (entry, symmetry) pairs as `tests/test_symmetry.py`'s
-  CASES, on the same inputs), the declared check passes and the automatic broken variant fails
-  it (float32, jitted once); `python -m dl_jax.symmetry audit` on a few of them;
+  CASES, on the same inputs, whose declared checks pass there), the automatic broken variant
+  fails by more than 10x its tolerance (float32, jitted once); `python -m dl_jax.symmetry
+  audit` (declared and broken) on a few of them;
 - the breakers fail on their group while the identity (or a sum over all entries) passes.
 """
 
