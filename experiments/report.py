@@ -2,7 +2,8 @@
 
   python -m experiments.report [--runs=runs] [--readme=README.md] [--experiments=a,b]
   python -m experiments.report --table=fashion --experiments=fashion_lenet5_relu,fashion_lenet5
-  python -m experiments.report --table=nbody --experiments=nbody_linear,nbody_gnn,nbody_egnn
+  python -m experiments.report --table=nbody --experiments=nbody_linear,nbody_gnn,nbody_egnn,\
+      nbody_egnn_seed1,nbody_egnn_seed2
 
 `--experiments` names run directories under `--runs`; `--table` chooses the table (and its
 markers in the README): `results` (the MNIST runs), `fashion` (the section 5.3.2
@@ -81,13 +82,14 @@ def _duration(seconds: float) -> str:
 
 
 def nbody_table(results: list[dict]) -> str:
-  lines = ["| model | parameters | epochs | lr schedule | test MSE (95 % interval) | paper | "
+  lines = ["| model | parameters | seed | epochs | lr schedule | test MSE (95 % interval) | paper | "
            "rotation | reflection | translation | permutation | train time | hardware |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     errors = r["equivariance_errors_float64"]
     lines.append(
-        f"| `{r['model']}` | {r['param_count']:,} | {r['epochs']:g} (best {r['best_epoch']}) | "
+        f"| `{r['model']}` | {r['param_count']:,} | {r['seed']} | "
+        f"{r['epochs']:g} (best {r['best_epoch']}) | "
         f"{r['config'].get('lr_schedule', 'constant')} | {r['test_mse']:.4f} "
         f"({r['test_mse_interval95'][0]:.4f}-{r['test_mse_interval95'][1]:.4f}) | "
         f"{NBODY_ANCHORS.get(r['model'], '-')} | "
