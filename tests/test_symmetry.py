@@ -9,7 +9,7 @@ Adding a registry entry adds its tests.
 `pytest tests/test_symmetry.py -rP -k float32` prints each report (max/mean errors).
 """
 
-import functools
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,8 @@ from dl_jax.symmetry import blueprint as bp
 from dl_jax.symmetry import euclidean, groups, layers
 from dl_jax.symmetry import vocabulary as sym
 from dl_jax.symmetry.check import check_equivariant, check_invariant
-from dl_jax.symmetry.suite import as_dtype, random_variables
+from dl_jax.symmetry import suite
+from dl_jax.symmetry.suite import random_variables
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 KEY = jax.random.PRNGKey(0)
@@ -48,27 +49,14 @@ CASES = _cases()
 IDS = [f"{source}:{name}:{symmetry}" for source, name, symmetry in CASES]
 
 
-@functools.lru_cache(maxsize=None)  # eager and jitted checks share the initialization
+SPECS = {spec.name: spec for spec in suite.registry_specs()}  # "model:<name>", "layer:<name>"
+
+
 def setup_case(source: str, name: str, dtype):
-  """(f, x, params) for one registry entry: `random_variables`, input and all in `dtype`."""
-  k_x = jax.random.PRNGKey(1)
-  if source == "model":
-    spec = registry.get(name)
-    module = registry.build(name, dtype=jnp.dtype(dtype).name)  # computes in the test's dtype
-    example = spec.example_inputs(2)[0]
-    x = (jax.tree.map(jnp.asarray, example) if isinstance(example, dict)  # a point cloud
-         else jax.random.normal(k_x, example.shape))
-    params = getattr(module, "symmetry_params", {})
-    kwargs = {"train": False}
-  else:
-    spec = layers.get(name)
-    module = spec.build()
-    x = spec.make_input(k_x)
-    params = spec.params
-    kwargs = {}
-  variables = random_variables(module, x, seed=2, **kwargs)
-  variables, x = as_dtype(variables, dtype), as_dtype(x, dtype)
-  return (lambda x: module.apply(variables, x, **kwargs)), x, params
+  """(f, x, params) for one registry entry, through the public suite (`suite.setup`, cached):
+  random variables (seed 2), input and all in `dtype`."""
+  s = suite.setup(SPECS[f"{source}:{name}"], jnp.dtype(dtype).name, seed=2)
+  return s.f, s.x, dataclasses.asdict(s.params)
 
 
 def run_case(source, name, symmetry, dtype, jit):

@@ -175,24 +175,15 @@ def _check(args) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   from dl_jax.symmetry import suite as suite_lib  # pylint: disable=import-outside-toplevel
   spec = _spec(args)
-  modes = tuple(dict.fromkeys(args.mode or suite_lib.MODES))
-  checks, broken = [], []
-  for s in spec.symmetries:
-    name = suite_lib.symmetry_name(s)
-    for dtype in spec.dtypes:
-      cases = [*modes, "broken"] if spec.vacuity else modes
-      for mode in cases:
-        try:
-          result = suite_lib.run_check(spec, name, dtype, mode, seed=args.seed)
-        except DlJaxError:
-          raise
-        except Exception as e:  # the model does not take this input, or the action does not
-          first = (str(e).strip().splitlines() or [""])[0]
-          raise ConfigError(f"checking {name} ({dtype}, {mode}) on {spec.name!r} with input "
-                            f"{spec.input_shape or 'make_input()'} failed: "
-                            f"{type(e).__name__}: {first}") from e
-        (broken if mode == "broken" else checks).append(result)
-  suite = suite_lib.SuiteReport(spec.name, tuple(checks), tuple(broken))
+  try:
+    suite = suite_lib.run_checks(spec, seed=args.seed,
+                                 modes=tuple(dict.fromkeys(args.mode or suite_lib.MODES)))
+  except DlJaxError:
+    raise
+  except Exception as e:  # the model does not take this input, or the action does not
+    first = (str(e).strip().splitlines() or [""])[0]
+    raise ConfigError(f"checking {spec.name!r} with input {spec.input_shape or 'make_input()'} "
+                      f"failed: {type(e).__name__}: {first}") from e
   print(suite.table())
   print(suite.vacuity_line())
   print(suite.summary())
