@@ -82,3 +82,63 @@ def nbody_predictions(start: np.ndarray, target: np.ndarray, predicted: np.ndarr
   fig.tight_layout()
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
+
+
+def image_rows(rows: dict[str, np.ndarray], out_path: pathlib.Path, title: str) -> None:
+  """One row of grey-scale images [count, H, W] (values in [0, 1]) per entry, named on the
+  left: e.g. test images and their reconstructions."""
+  plt = pyplot()
+  count = max(len(images) for images in rows.values())
+  fig, axes = plt.subplots(len(rows), count, figsize=(1.1 * count + 1.2, 1.15 * len(rows) + 0.5),
+                           squeeze=False)
+  for r, (name, images) in enumerate(rows.items()):
+    for c in range(count):
+      ax = axes[r][c]
+      if c < len(images):
+        ax.imshow(images[c], cmap="gray", vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
+
+
+def embedding_2d(points: np.ndarray, labels: np.ndarray, out_path: pathlib.Path,
+                 title: str) -> None:
+  """Points [N, 2] coloured by their integer label (at most 20 distinct colours)."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(6, 5.4))
+  classes = np.unique(labels)
+  cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+  for i, c in enumerate(classes):
+    at = labels == c
+    ax.scatter(points[at, 0], points[at, 1], s=2, alpha=0.5, color=cmap(i % cmap.N),
+               label=str(c), rasterized=True)
+  if len(classes) <= 20:
+    ax.legend(markerscale=5, fontsize=7, loc="best", ncol=2)
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+
+
+def series(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_path: pathlib.Path,
+           title: str, ylabel: str, log_y: bool = False) -> None:
+  """One line per entry: name -> (x, y)."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for name, (x, y) in curves.items():
+    ax.plot(x, y, label=name)
+  ax.set_xlabel("step")
+  ax.set_ylabel(ylabel)
+  if log_y:
+    ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)

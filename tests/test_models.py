@@ -135,7 +135,7 @@ def test_names_partition_the_registry_by_family():
 
 def test_unknown_model_and_hyperparameter():
   with pytest.raises(ConfigError, match="unknown model 'resnet9000'; registered models: "
-                                        "alexnet, alexnet_small, blueprint_grid, .*mnist_cnn"):
+                                        "ae_conv, ae_mlp, alexnet, alexnet_small, .*mnist_cnn"):
     registry.get("resnet9000")
   with pytest.raises(ConfigError, match=r"^unknown model 'gcn'; registered image models: "
                                         + re.escape(", ".join(IMAGE_MODELS))

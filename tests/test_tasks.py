@@ -26,6 +26,15 @@ from tests.conftest import ROOT, experiment_cmd, run
 
 # task -> (experiment, flags of a short real-data run, the checkpoint step to kill it after)
 SHORT_RUNS = {
+    "autoencoding": ("ae_mlp", (
+        "--config.train_subset=3200", "--config.val_size=1000", "--config.test_subset=1000",
+        "--config.num_epochs=3", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
+        "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 25),
+    "metric_learning": ("triplet_mnist", (
+        "--config.num_steps=60", "--config.eval_every_steps=30", "--config.val_size=500",
+        "--config.episodes=100", "--config.verification_pairs=1000",
+        "--config.checkpoint_every_steps=20", "--config.log_every_steps=10",
+        "--config.keep_checkpoints=10"), 20),
     "image_classification": ("mnist_mlp", (
         "--config.max_steps=700", "--config.checkpoint_every_steps=200",
         "--config.log_every_steps=50", "--config.keep_checkpoints=10"), 200),

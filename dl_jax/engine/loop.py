@@ -37,6 +37,8 @@ TASKS = {
     "graph_classification": "dl_jax.tasks.graph_classification:GraphClassification",
     "word_embeddings": "dl_jax.tasks.word_embeddings:WordEmbeddings",
     "nbody": "dl_jax.tasks.nbody:NBody",
+    "autoencoding": "dl_jax.tasks.autoencoding:Autoencoding",
+    "metric_learning": "dl_jax.tasks.metric_learning:MetricLearning",
 }
 
 # The engine's own config keys.

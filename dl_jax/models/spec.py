@@ -15,6 +15,9 @@ Families, by what a model takes and returns (batch = the number of examples):
 - graph: the same batch of graphs -> logits per graph [batch, num_classes];
 - point_cloud: systems of 5 charged particles in 3-D {"positions" [batch, 5, 3], "velocities"
   [batch, 5, 3], "charges" [batch, 5, 1]} (the N-body task) -> positions [batch, 5, 3];
+- autoencoder: images [batch, 28, 28, 1] -> a logit per pixel [batch, 28, 28, 1] (section
+  5.5.1; the models also have `encode` and `decode`);
+- embedding: images [batch, 28, 28, 1] -> embeddings [batch, embed_dim] (section 5.5.2);
 - text: the n - 1 previous word ids [batch, context_size] (section 3.2) -> logits over the
   vocabulary [batch, vocab_size].
 
@@ -103,6 +106,10 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
            lambda b, hp: (b, hp["num_classes"]), False, "graph classification"),
     Family("point_cloud", lambda b, dtype, hp: (example_point_clouds(b, dtype),),
            lambda b, hp: (b, 5, 3), True, "dynamics of charged particles in 3-D"),
+    Family("autoencoder", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, 28, 28, 1), True, "images reconstructed through a code"),
+    Family("embedding", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, hp["embed_dim"]), True, "images embedded in a metric space"),
     Family("text", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
         0, hp["vocab_size"], (b, hp["context_size"])), jnp.int32),),
            lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),

@@ -112,3 +112,83 @@ def nbody_config(name: str, model: str) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 3000
   config.keep_checkpoints = 3
   return config
+
+
+def autoencoder_config(name: str, model: str, num_epochs: int) -> ml_collections.ConfigDict:
+  """The autoencoder recipe of section 5.5.1 (the `ae_*` configs): Adam 1e-3 with cosine decay,
+  batch 128, per-pixel cross-entropy on pixels in [0, 1], 5,000 training images held out for
+  validation, MNIST (`--config.dataset=fashion_mnist` for Fashion-MNIST)."""
+  config = ml_collections.ConfigDict()
+  config.task = "autoencoding"
+  config.experiment = name
+  config.model = model
+  config.model_kwargs = ml_collections.ConfigDict()
+  config.dataset = "mnist"
+  config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax
+  config.val_size = 5000
+  config.split_seed = 0
+  config.train_subset = 0  # 0: all remaining training images
+  config.test_subset = 0  # 0: the whole test set (> 0: the first n, for trial runs only)
+  config.seed = 0
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.num_epochs = num_epochs
+  config.max_steps = 0
+  config.optimizer = "adam"
+  config.learning_rate = 1e-3
+  config.lr_schedule = "cosine"
+  config.warmup_steps = 0
+  config.loss = "bce"  # or "mse"
+  config.code_l1 = 0.0  # weight of sum_i |h_i| (eq. 5.28): the sparse autoencoder
+  config.noise = "none"  # n(x) of eq. 5.29: gaussian, masking, salt_and_pepper
+  config.noise_level = 0.0  # its standard deviation or the fraction of pixels hit
+  config.sparsity_tolerance = 0.01  # |h_i| below this counts as a zero code unit
+  config.probe_steps = 500  # L-BFGS iterations of the linear probe on the frozen codes
+  config.probe_l2 = 1e-4
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  return config
+
+
+def metric_config(name: str, loss: str, dataset: str = "mnist") -> ml_collections.ConfigDict:
+  """The metric-learning recipe of section 5.5.2 (the `siamese_*`, `triplet_*` and `oneshot_*`
+  configs): the conv-4 embedding, Adam 1e-3 with cosine decay, P x K batches; MNIST with the
+  digits 5-9 held out of training (5-way episodes on them), or kanji with 20 % of the
+  characters held out (5- and 20-way episodes)."""
+  config = ml_collections.ConfigDict()
+  config.task = "metric_learning"
+  config.experiment = name
+  config.model = "embed_conv4"
+  config.model_kwargs = ml_collections.ConfigDict()
+  config.dataset = dataset
+  config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax
+  config.held_out_classes = (5, 6, 7, 8, 9) if dataset != "kanji" else ()
+  config.held_out_fraction = 0.2  # kanji: the share of characters never trained on
+  config.kanji_characters = 1623  # as many classes as Omniglot
+  config.kanji_drawings = 20
+  config.val_size = 2000  # images of the training classes, for tau and monitoring
+  config.split_seed = 0
+  config.seed = 0
+  config.loss = loss
+  config.mining = "batch_hard"  # triplet only: all, easy, semihard, hard, batch_hard
+  config.margin = 1.0
+  config.classes_per_batch = 5 if dataset != "kanji" else 32
+  config.examples_per_class = 20 if dataset != "kanji" else 4
+  config.num_steps = 3000
+  config.eval_every_steps = 500
+  config.eval_batch_size = 1000
+  config.optimizer = "adam"
+  config.learning_rate = 1e-3
+  config.lr_schedule = "cosine"
+  config.warmup_steps = 0
+  config.ways = (5,) if dataset != "kanji" else (20, 5)
+  config.shots = (1, 5)
+  config.queries = 5
+  config.episodes = 1000
+  config.verification_pairs = 10000
+  config.max_steps = 0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  return config
