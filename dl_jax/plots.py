@@ -125,20 +125,22 @@ def embedding_2d(points: np.ndarray, labels: np.ndarray, out_path: pathlib.Path,
   plt.close(fig)
 
 
-def series(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_path: pathlib.Path,
-           title: str, ylabel: str, log_y: bool = False) -> None:
-  """One line per entry: name -> (x, y)."""
+def series_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+                  out_path: pathlib.Path, title: str, ylabels: dict[str, str]) -> None:
+  """One panel per entry of `panels` (name -> {line: (x, y)}), side by side, log-scale y where
+  every value is positive."""
   plt = pyplot()
-  fig, ax = plt.subplots(figsize=(7, 4))
-  for name, (x, y) in curves.items():
-    ax.plot(x, y, label=name)
-  ax.set_xlabel("step")
-  ax.set_ylabel(ylabel)
-  if log_y:
-    ax.set_yscale("log")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title(title, fontsize=9)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+  for ax, (panel, curves) in zip(axes[0], panels.items()):
+    for name, (x, y) in curves.items():
+      ax.plot(x, y, label=name, lw=1.2)
+    if all((y > 0).all() for _, y in curves.values()):
+      ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabels.get(panel, panel))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(out_path, dpi=110)
   plt.close(fig)

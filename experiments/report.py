@@ -16,11 +16,13 @@ import pathlib
 import re
 
 from absl import app, flags
+import numpy as np
 
 flags.DEFINE_string("runs", "runs", "Directory whose subdirectories hold results.json files.")
 flags.DEFINE_string("readme", "README.md", "Markdown file with the results markers to update.")
 flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, in this order.")
-flags.DEFINE_enum("table", "results", ["results", "fashion", "nbody"],
+flags.DEFINE_enum("table", "results", ["results", "fashion", "nbody", "autoencoders", "metric",
+                                       "oneshot"],
                   "Which table to regenerate.")
 FLAGS = flags.FLAGS
 
@@ -99,7 +101,111 @@ def nbody_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
-TABLES = {"results": table, "fashion": fashion_table, "nbody": nbody_table}
+def _variant(r: dict) -> str:
+  """What an autoencoder run adds to its model: the L1 code penalty, the input noise."""
+  parts = []
+  if r.get("code_l1"):
+    code = r["config"]["model_kwargs"].get("code_activation", "linear")
+    parts.append(f"sparse (L1 {r['code_l1']:g}, {code} code)")
+  if r.get("noise") not in (None, "none"):
+    parts.append(f"denoising ({r['noise']} {r['noise_level']:g})")
+  return ", ".join(parts) or "-"
+
+
+def _denoised(r: dict) -> str:
+  if "test_denoised_sse_per_image" not in r:
+    return "-"
+  return (f"{r['test_denoised_sse_per_image']:.2f} (PCA {r['test_pca_denoised_sse_per_image']:.2f}"
+          f", input {r['test_noisy_input_sse_per_image']:.2f})")
+
+
+def autoencoder_table(results: list[dict]) -> str:
+  """Squared error per image of clean test images (and, for a denoising run, of noisy ones
+  against the clean images) beside PCA with as many components as the code."""
+  lines = ["| run (workdir) | model | dataset | variant | code | squared error / image | "
+           "PCA, same code size | from noisy inputs | linear probe | probe on PCA | "
+           "code units near 0 | epochs | train time |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    lines.append(
+        f"| `{r.get('run', r['experiment'])}` | `{r['model']}` | {r['dataset']} | {_variant(r)} | "
+        f"{r['code_size']} | {r['test_sse_per_image']:.2f} | {r['test_pca_sse_per_image']:.2f} | "
+        f"{_denoised(r)} | "
+        f"{100 * r['test_probe_accuracy']:.2f} % | {100 * r['test_pca_probe_accuracy']:.2f} % | "
+        f"{100 * r['test_code_near_zero']:.1f} % | {r['epochs']:g} | "
+        f"{_duration(r['train_time_s'])} |")
+  return "\n".join(lines)
+
+
+def _training(r: dict) -> str:
+  if r["loss"] == "triplet":
+    return f"triplet, {r['mining']} ({r['triplet_distance']} d, margin {r['margin']:g})"
+  if r["loss"] == "contrastive":
+    return f"contrastive (margin {r['margin']:g})"
+  return "softmax classifier"
+
+
+def _percent(r: dict, key: str) -> str:
+  return f"{100 * r[key]:.2f} %" if key in r else "-"
+
+
+def _evaluated_on(r: dict) -> str:
+  held = r["config"].get("held_out_classes") or ()
+  if r["dataset"] == "kanji":
+    return f"{r['eval_classes']} unseen characters"
+  if held:
+    return f"unseen digits {', '.join(map(str, held))}" if r["dataset"] == "mnist" else (
+        f"unseen classes {', '.join(map(str, held))}")
+  return f"all {r['eval_classes']} classes (seen)"
+
+
+def metric_table(results: list[dict]) -> str:
+  """Metric learning: one row per run (the triplet strategies side by side), measured on the
+  test images of the classes named in "evaluated on"; the active-triplet share (of the triplet
+  loss, for the classifier's embedding too; "-" for the contrastive loss) and the collapse
+  ratio, over 20 training batches after training."""
+  lines = ["| run (workdir) | dataset | training | evaluated on | kNN accuracy | recall@1 | "
+           "recall@5 | 5-way 1-shot | 5-way 5-shot | verification | active triplets (end) | "
+           "collapse ratio (end) | train time |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    share = r.get("end_active_share") if r["loss"] != "contrastive" else None
+    ratio = r.get("end_collapse_ratio")
+    lines.append(
+        f"| `{r.get('run', r['experiment'])}` | {r['dataset']} | {_training(r)} | "
+        f"{_evaluated_on(r)} | "
+        + " | ".join(_percent(r, f"test_{k}") for k in (
+            "knn_accuracy", "recall_at_1", "recall_at_5", "5way_1shot_nearest",
+            "5way_5shot_nearest", "verification_accuracy")) + " | "
+        + (f"{100 * share:.1f} %" if share is not None else "-") + " | "
+        + (f"{ratio:.3f}" if ratio is not None else "-")
+        + f" | {_duration(r['train_time_s'])} |")
+  return "\n".join(lines)
+
+
+def oneshot_table(results: list[dict]) -> str:
+  """N-way K-shot accuracy on the held-out classes, nearest support embedding and prototypes
+  (95 % intervals over the episodes), beside the same episodes on raw pixels and chance."""
+  lines = ["| run (workdir) | dataset | training | episodes | nearest support | prototype | "
+           "raw pixels (1-NN) | chance |", "|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    for key in sorted(k[len("test_"):-len("_nearest")] for k in r
+                      if k.startswith("test_") and k.endswith("_nearest")):
+      ways, shots = key.split("_")
+      lines.append(
+          f"| `{r.get('run', r['experiment'])}` | {r['dataset']} | {_training(r)} | "
+          f"{ways.replace('way', '')}-way {shots.replace('shot', '')}-shot | "
+          f"{100 * r[f'test_{key}_nearest']:.2f} +- "
+          f"{100 * r[f'test_{key}_nearest_ci95']:.2f} % | "
+          f"{100 * r[f'test_{key}_prototype']:.2f} +- "
+          f"{100 * r[f'test_{key}_prototype_ci95']:.2f} % | "
+          f"{100 * r[f'test_{key}_pixels']:.2f} % | "
+          f"{100 * r[f'test_{key}_chance']:.0f} % |")
+  return "\n".join(lines)
+
+
+TABLES = {"results": table, "fashion": fashion_table, "nbody": nbody_table,
+          "autoencoders": autoencoder_table, "metric": metric_table, "oneshot": oneshot_table}
 
 
 def main(argv):
@@ -108,7 +214,8 @@ def main(argv):
   missing = [str(p) for p in paths if not p.exists()]
   if missing:
     raise app.UsageError(f"no results for {', '.join(missing)}; run those experiments first")
-  results = [json.loads(p.read_text()) for p in paths]
+  results = [{**json.loads(p.read_text()), "run": name}
+             for name, p in zip(FLAGS.experiments, paths)]
   text = TABLES[FLAGS.table](results)
   begin, end = f"<!-- {FLAGS.table}:begin -->", f"<!-- {FLAGS.table}:end -->"
   readme = pathlib.Path(FLAGS.readme)
@@ -118,6 +225,24 @@ def main(argv):
     raise app.UsageError(f"{readme} has no {begin} ... {end} markers")
   readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", content))
   print(text)
+  if FLAGS.table == "metric":
+    path = pathlib.Path(FLAGS.runs) / "triplet_strategies.png"
+    strategy_curves(FLAGS.experiments, pathlib.Path(FLAGS.runs), path)
+    print(f"figure: {path}")
+
+
+def strategy_curves(names: list[str], runs: pathlib.Path, out_path: pathlib.Path) -> None:
+  """The share of active triplets and the collapse ratio over training, one line per run."""
+  from dl_jax import plots  # pylint: disable=g-import-not-at-top
+  curves = {"active_share": {}, "collapse_ratio": {}}
+  for name in names:
+    rows = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["split"] == "train" and "active_share" in r]
+    for key, lines in curves.items():
+      lines[name] = (np.array([r["step"] for r in rows]), np.array([r[key] for r in rows]))
+  plots.series_panels(curves, out_path, "triplet mining: active triplets and collapse",
+                      {"active_share": "share of active triplets",
+                       "collapse_ratio": "mean distance / margin scale"})
 
 
 if __name__ == "__main__":

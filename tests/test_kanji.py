@@ -78,7 +78,7 @@ def test_layout_ink_and_centring(small, data_dir, strokes):
   np.testing.assert_array_equal(labels, np.repeat(np.arange(50), 4))
   assert characters.shape == (50,) and (np.diff(characters) > 0).all()
   assert set(characters.tolist()) <= set(strokes)
-  path = data_dir / "kanji_28px_4x50_s0.npz"
+  path = data_dir / f"kanji_28px_4x50_s0_{kanji.render_tag()}.npz"
   assert cache.sidecar(path).read_text().split()[0] == fetch.sha256_file(path)
 
   assert (images.reshape(n, -1).max(1) > 200).all()
@@ -97,7 +97,7 @@ def test_layout_ink_and_centring(small, data_dir, strokes):
 
 
 def test_reload_and_rendering_are_deterministic(small, data_dir, strokes):
-  path = data_dir / "kanji_28px_4x50_s0.npz"
+  path = data_dir / f"kanji_28px_4x50_s0_{kanji.render_tag()}.npz"
   before = path.read_bytes()
   again = kanji.load(str(data_dir), **SMALL)
   assert path.read_bytes() == before
@@ -181,7 +181,7 @@ def test_bad_arguments_name_the_value(call, name):
 
 
 def test_cache_with_a_bad_layout_is_reported(tmp_path):
-  path = tmp_path / "kanji_28px_4x50_s0.npz"
+  path = tmp_path / f"kanji_28px_4x50_s0_{kanji.render_tag()}.npz"
   cache.write(path, {"images": np.zeros((200, 28, 28), np.uint8),
                      "labels": np.tile(np.arange(50, dtype=np.int32), 4),
                      "characters": np.arange(0x4E00, 0x4E00 + 50, dtype=np.int32)})
@@ -199,3 +199,10 @@ def test_default_dataset(small, data_dir):
   images = data["images"].reshape(1623, 20, 28, 28)[index, :4].reshape(-1, 28, 28)
   np.testing.assert_array_equal(images, small["images"])
   assert (data["images"].reshape(len(data["images"]), -1).max(1) > 200).all()
+
+
+def test_the_cache_name_follows_the_rendering_constants(monkeypatch):
+  tag = kanji.render_tag()
+  assert len(tag) == 8 and tag == kanji.render_tag()
+  monkeypatch.setattr(kanji, "MAX_SHIFT", kanji.MAX_SHIFT + 0.01)
+  assert kanji.render_tag() != tag

@@ -139,6 +139,26 @@ def test_triplet_loss_matches_brute_force(strategy, pattern):
                              float(loss), rtol=1e-6)
 
 
+@pytest.mark.parametrize("strategy", mining.STRATEGIES)
+def test_triplet_loss_with_euclidean_distances_matches_brute_force(strategy):
+  """distance="euclidean" (Hermans et al. 2017) is eq. 5.37 on ||f_i - f_j||: the brute force
+  on the square roots; the squared version differs (the option is not ignored)."""
+  labels = LABEL_PATTERNS["random"]
+  emb = jnp.asarray(_embedding("normal", seed=2))
+  loss, stats = mining.triplet_loss(emb, jnp.asarray(labels), 0.5, strategy, distance="euclidean")
+  d = np.sqrt(np.asarray(mining.pairwise_sq_distances(emb), np.float64))
+  want, count = _brute_triplet_loss(d, labels, 0.5, strategy)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=1e-6)
+  assert int(stats["selected"]) == count
+  off = ~np.eye(B, dtype=bool)
+  np.testing.assert_allclose(float(stats["collapse_ratio"]), d[off].mean() / 0.5, rtol=1e-5)
+  if strategy != "easy":
+    squared = mining.triplet_loss(emb, jnp.asarray(labels), 0.5, strategy)[0]
+    assert abs(float(squared) - want) > 1e-3
+  with pytest.raises(ValueError, match="unknown distance 'cosine'; accepted: squared, euclidean"):
+    mining.triplet_loss(emb, jnp.asarray(labels), 0.5, strategy, distance="cosine")
+
+
 def test_easy_triplets_give_exactly_zero_gradient():
   """Easy triplets have zero loss (eq. 5.38) and so no gradient, also on the boundary
   d_ap - d_an + alpha == 0, which the integer grid hits for alpha = 2; the other strategies do

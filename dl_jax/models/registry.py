@@ -21,6 +21,7 @@ import types
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -70,7 +71,8 @@ def get(name: str, family: str | None = None) -> ModelSpec:
     kind = f"{family} models" if family else "models"
     message = f"unknown model {name!r}; registered {kind}: {', '.join(names(family))}"
     if spec is not None:
-      message += f" ({name!r} is a {spec.family} model)"
+      article = "an" if spec.family[0] in "aeiou" else "a"
+      message += f" ({name!r} is {article} {spec.family} model)"
     raise ConfigError(message)
   return spec
 
@@ -84,6 +86,25 @@ def build(name: str, **overrides) -> nn.Module:
                       f"accepted: {', '.join(sorted(spec.defaults))}")
   values = spec.hyperparameters(**overrides)
   return spec.factory(**{key: _checked(spec, key, value) for key, value in values.items()})
+
+
+def check_output_shape(name: str, model_kwargs: dict, accepted: str) -> None:
+  """ConfigError when model `name` with `model_kwargs` does not map one example input of its
+  family to the family's output shape (e.g. strides that do not divide the image), found from
+  shapes alone; `accepted` says which hyper-parameters would."""
+  spec = get(name)
+  model = build(name, **model_kwargs)
+  try:
+    shape = jax.eval_shape(lambda *a: model.init_with_output(jax.random.PRNGKey(0), *a)[0],
+                           *spec.example_inputs(1, **model_kwargs)).shape
+  except (ValueError, TypeError, ZeroDivisionError) as e:
+    shape = f"no output ({type(e).__name__})"
+  want = spec.output_shape(1, **model_kwargs)
+  if shape != want:
+    what = (f"model_kwargs.features={tuple(model_kwargs['features'])!r}"
+            if "features" in model_kwargs else f"model_kwargs={model_kwargs!r}")
+    raise ConfigError(f"{what}: {name} gives {shape} for one example, not {want}; accepted: "
+                      f"{accepted}")
 
 
 # ---------------------------------------------------------------------------------------------

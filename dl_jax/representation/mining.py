@@ -1,6 +1,7 @@
 """Metric-learning losses of section 5.5.2 on a batch of embeddings f(x) [B, D] with labels [B].
 
-Distances are the squared Euclidean d(x_i, x_j) = ||f(x_i) - f(x_j)||^2 of eq. 5.32. Every
+Distances are the squared Euclidean d(x_i, x_j) = ||f(x_i) - f(x_j)||^2 of eq. 5.32 (the triplet
+loss can also take the Euclidean distance, as Hermans et al. 2017 do). Every
 function here is jittable for a fixed batch shape (`strategy` is static) and its gradient is finite
 everywhere, including at the collapsed embedding f(x) = const the notes warn about.
 """
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 STRATEGIES = ("all", "easy", "semihard", "hard", "batch_hard")
+DISTANCES = ("squared", "euclidean")  # d of eq. 5.37: ||.||^2 as in the notes, or ||.||
 
 
 def pairwise_sq_distances(emb: jax.Array) -> jax.Array:
@@ -87,9 +89,13 @@ def _batch_hard(sq_dist: jax.Array, labels: jax.Array, margin) -> tuple[jax.Arra
   return jnp.where(has_both, loss, 0.0), has_both
 
 
-def triplet_loss(emb: jax.Array, labels: jax.Array, margin: float,
-                 strategy: str) -> tuple[jax.Array, dict[str, jax.Array]]:
+def triplet_loss(emb: jax.Array, labels: jax.Array, margin: float, strategy: str,
+                 distance: str = "squared") -> tuple[jax.Array, dict[str, jax.Array]]:
   """Triplet loss max(d_ap - d_an + alpha, 0) (eq. 5.37) over the triplets a strategy selects.
+
+  d is the squared distance of eq. 5.37 (`distance="squared"`) or the Euclidean distance
+  ||f_i - f_j|| that Hermans et al. (2017) use (`"euclidean"`, alpha then a distance); the
+  categories of eq. 5.38-5.40 are taken in the same d.
 
   strategy: "all" averages over every valid triplet of the batch, zeros included; "easy",
   "semihard", "hard" over the valid triplets of that category (`triplet_categories`; the loss is 0
@@ -102,20 +108,23 @@ def triplet_loss(emb: jax.Array, labels: jax.Array, margin: float,
   loss, whatever the strategy), "selected" (the number of triplets, or of anchors for
   "batch_hard", averaged over), "easy_share", "semihard_share", "hard_share" (of the valid
   triplets), "mean_distance" (Euclidean, over pairs i != j) and "collapse_ratio" =
-  mean_distance / sqrt(alpha). alpha is a squared distance, so sqrt(alpha) is the scale at which
-  triplets separate: a ratio near 0 means the embedding has collapsed to a point, f(x) = const,
-  where every valid triplet has loss alpha; a ratio well above 1 means the batch is spread out on
-  the margin's scale.
+  mean_distance / sqrt(alpha) (/ alpha for the Euclidean d): the scale at which triplets
+  separate. A ratio near 0 means the embedding has collapsed to a point, f(x) = const, where every
+  valid triplet has loss alpha; a ratio well above 1 means the batch is spread out on the margin's
+  scale.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown triplet strategy {strategy!r}; accepted: {', '.join(STRATEGIES)}")
+  if distance not in DISTANCES:
+    raise ValueError(f"unknown distance {distance!r}; accepted: {', '.join(DISTANCES)}")
   sq = pairwise_sq_distances(emb)
-  cats = triplet_categories(sq, labels, margin)
-  losses = jax.nn.relu(_triplet_margins(sq, margin))  # relu: gradient 0 at the easy boundary
+  d = sq if distance == "squared" else _safe_sqrt(sq)
+  cats = triplet_categories(d, labels, margin)
+  losses = jax.nn.relu(_triplet_margins(d, margin))  # relu: gradient 0 at the easy boundary
   valid = cats["valid"]
   n_valid = jnp.sum(valid)
   if strategy == "batch_hard":
-    per_anchor, has_both = _batch_hard(sq, labels, margin)
+    per_anchor, has_both = _batch_hard(d, labels, margin)
     selected = jnp.sum(has_both)
     loss = _ratio(jnp.sum(per_anchor), selected)
   else:
@@ -130,7 +139,7 @@ def triplet_loss(emb: jax.Array, labels: jax.Array, margin: float,
       "semihard_share": _ratio(jnp.sum(cats["semihard"]), n_valid),
       "hard_share": _ratio(jnp.sum(cats["hard"]), n_valid),
       "mean_distance": mean_distance,
-      "collapse_ratio": mean_distance / jnp.sqrt(margin),
+      "collapse_ratio": mean_distance / (jnp.sqrt(margin) if distance == "squared" else margin),
   }
   return loss, stats
 

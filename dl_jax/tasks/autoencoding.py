@@ -12,11 +12,16 @@ denoising one: Gaussian noise, masking (pixels set to 0) or salt and pepper (pix
 or 1), pure in (seed, step). The targets are always the clean images.
 
 `finish` measures the representation on the test set against PCA with as many components as
-the code has (fitted by `dl_jax.representation.linear` on the training images): the squared
-error per image (summed over the 784 pixels: the figure Hinton and Salakhutdinov report), a
-linear probe (multinomial logistic regression on frozen codes, trained on the training split),
-and the share of code units near zero (|h| < `sparsity_tolerance`); it draws reconstructions
-and the test codes in 2-D (the first two principal axes of the codes when the code is wider).
+the code has (fitted by `dl_jax.representation.linear` on the training images; its
+reconstructions clipped to [0, 1] like the autoencoder's): the squared error per image of clean
+inputs (summed over the 784 pixels: the figure Hinton and Salakhutdinov report), for a denoising
+run also that of noisy inputs against the clean images (PCA given the same noisy inputs), a
+linear probe (multinomial logistic regression on frozen codes of clean images, trained on the
+training split), and the share of code units near zero (|h| < `sparsity_tolerance`); it draws
+reconstructions and the test codes in 2-D (the first two principal axes of the codes when the
+code is wider). The noise of the validation and test inputs is drawn once, from the seed.
+
+The logged "loss" is the reconstruction term; "objective" adds the L1 term (eq. 5.27).
 """
 
 import functools
@@ -91,14 +96,15 @@ def train_step(state, batch: dict, loss: str, code_l1: float, noise: str,
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                             params=optax.apply_updates(state.params, updates))
-  return new_state, {"loss": parts[loss], "mse": parts["mse"], "sse": parts["sse"],
-                     "code_l1": penalty, "grad_norm": optax.tree.norm(grads)}
+  return new_state, {"loss": parts[loss], "objective": parts[loss] + code_l1 * penalty,
+                     "mse": parts["mse"], "sse": parts["sse"], "code_l1": penalty,
+                     "grad_norm": optax.tree.norm(grads)}
 
 
-def eval_step(state, batch: dict, noise: str, noise_level: float, key) -> dict:
-  """Masked sums over `batch`: the reconstruction losses of (noised, when denoising) inputs."""
-  inputs = add_noise(key, batch["image"], noise, noise_level)
-  _, logits = state.apply_fn({"params": state.params}, inputs, method=_encode_decode)
+def eval_step(state, batch: dict) -> dict:
+  """Masked sums over `batch`: the reconstruction losses of g(f(batch["input"])) against
+  batch["image"]."""
+  _, logits = state.apply_fn({"params": state.params}, batch["input"], method=_encode_decode)
   mask = batch["mask"]
   sums = {k: jnp.sum(v * mask) for k, v in reconstruction_losses(logits, batch["image"]).items()}
   return {**sums, "count": jnp.sum(mask)}
@@ -143,7 +149,9 @@ class Autoencoding(Task):
   @classmethod
   def validate(cls, config):
     registry.get(config.model, family="autoencoder")
-    registry.build(config.model, **config.model_kwargs.to_dict())
+    registry.check_output_shape(config.model, config.model_kwargs.to_dict(),
+                                "hyper-parameters that reconstruct 28x28 images (a "
+                                "convolutional model needs 28 divisible by 2**len(features))")
     if (config.noise == "none") != (config.noise_level == 0):
       raise ConfigError(f"noise={config.noise!r} with noise_level={config.noise_level}: set both "
                         "(a noise and a level > 0) or neither (noise='none', noise_level=0)")
@@ -169,13 +177,13 @@ class Autoencoding(Task):
                         f"{self.schedule_steps} steps of the schedule")
     self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
                                    self.schedule_steps, config.warmup_steps)
-    noise = dict(noise=config.noise, noise_level=float(config.noise_level))
     self._train_step = jit_step(functools.partial(
-        train_step, loss=config.loss, code_l1=float(config.code_l1), **noise), donate_argnums=0)
-    self._eval_step = jax.jit(functools.partial(eval_step, **noise))
+        train_step, loss=config.loss, code_l1=float(config.code_l1), noise=config.noise,
+        noise_level=float(config.noise_level)), donate_argnums=0)
+    self._eval_step = jax.jit(eval_step)
     self._encode = jax.jit(lambda params, x: self.model.apply({"params": params}, x,
                                                               method="encode"))
-    self._stream, self._next_step = None, None
+    self._stream, self._next_step, self._val_inputs = None, None, None
 
   def plan(self) -> Plan:
     return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
@@ -194,21 +202,32 @@ class Autoencoding(Task):
     self._next_step = step + 1
     return state, step + 1, {"train": metrics}
 
-  def _eval(self, state, split: pipeline.Split) -> dict:
-    """Mean losses over a split; the noise of batch i is drawn from fold_in(seed, i)."""
+  def noisy(self, split: pipeline.Split, stream: int) -> np.ndarray:
+    """The split's images through n(x), drawn once from (seed, stream): the same inputs at
+    every evaluation."""
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), stream)
+    return np.asarray(add_noise(key, jnp.asarray(split.images), self.config.noise,
+                                float(self.config.noise_level)))
+
+  def _eval(self, state, split: pipeline.Split, inputs: np.ndarray) -> dict:
+    """Mean losses of g(f(inputs)) against the split's images."""
     sums = {}
-    batches = pipeline.eval_batches(split, self.config.eval_batch_size, jax.process_index(),
+    paired = pipeline.Split(np.concatenate([split.images, inputs], -1), split.labels)
+    batches = pipeline.eval_batches(paired, self.config.eval_batch_size, jax.process_index(),
                                     jax.process_count())
-    for i, batch in enumerate(batches):
-      key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), i)
-      out = jax.device_get(self._eval_step(state, sharding.shard_batch(batch, self.mesh), key=key))
+    for batch in batches:
+      image, noisy = np.split(batch["image"], 2, axis=-1)
+      batch = {"image": image, "input": noisy, "mask": batch["mask"]}
+      out = jax.device_get(self._eval_step(state, sharding.shard_batch(batch, self.mesh)))
       for k, v in out.items():
         sums[k] = sums.get(k, 0.0) + float(v)
     count = sums.pop("count")
     return {"loss": sums[self.config.loss] / count, **{k: v / count for k, v in sums.items()}}
 
   def evaluate(self, state, step):
-    return state, {"val": self._eval(state, self.val)}
+    if self._val_inputs is None:
+      self._val_inputs = self.noisy(self.val, 1)
+    return state, {"val": self._eval(state, self.val, self._val_inputs)}
 
   def codes(self, params, images: np.ndarray) -> np.ndarray:
     """f(x) of clean images, in batches: float32 [N, code_size]."""
@@ -223,7 +242,8 @@ class Autoencoding(Task):
 
   def finish(self, state, step, out_dir):
     config = self.config
-    test = self._eval(state, self.test)
+    test = self._eval(state, self.test, self.test.images)
+    noisy_test = self.noisy(self.test, 2)
     train_codes = self.codes(state.params, self.train.images)
     test_codes = self.codes(state.params, self.test.images)
     code_size = train_codes.shape[1]
@@ -233,8 +253,7 @@ class Autoencoding(Task):
     flat_test = self.test.images.reshape(len(self.test), -1)
     mean, components, _ = linear.pca_fit(flat_train, code_size)
     pca_test_codes = linear.pca_encode(flat_test, mean, components)
-    pca_recon = np.clip(linear.pca_reconstruct(pca_test_codes, mean, components), 0, 1)
-    pca_sse = float(np.mean(np.sum(np.square(pca_recon - flat_test), -1)))
+    pca_sse = self._pca_sse(flat_test, flat_test, mean, components)
 
     probe = functools.partial(linear.linear_probe, num_classes=mnist.NUM_CLASSES,
                               l2=config.probe_l2, steps=config.probe_steps)
@@ -248,8 +267,16 @@ class Autoencoding(Task):
                "pca_probe_accuracy": pca_probe["test_accuracy"],
                "code_near_zero": near_zero,
                "code_exact_zero": float(np.mean(test_codes == 0))}
+    if config.noise != "none":  # the denoising task itself: noisy inputs, clean targets
+      denoised = self._eval(state, self.test, noisy_test)
+      metrics["denoised_sse_per_image"] = denoised["sse"]
+      metrics["pca_denoised_sse_per_image"] = self._pca_sse(
+          noisy_test.reshape(len(self.test), -1), flat_test, mean, components)
+      metrics["noisy_input_sse_per_image"] = float(np.mean(np.sum(np.square(
+          noisy_test - self.test.images), axis=(1, 2, 3))))
     if out_dir is not None:
-      self._figures(state, test_codes, pca_recon, out_dir)
+      host_params = jax.device_get(state.params)  # every process holds them whole
+      self._figures(host_params, test_codes, noisy_test, (mean, components), out_dir)
     summary = {"dataset": config.dataset, "code_size": code_size, "loss": config.loss,
                "code_l1": config.code_l1, "noise": config.noise,
                "noise_level": config.noise_level, "param_count": count_params(state.params),
@@ -258,19 +285,32 @@ class Autoencoding(Task):
                 f"linear probe {100 * code_probe['test_accuracy']:.2f}% "
                 f"(PCA {100 * pca_probe['test_accuracy']:.2f}%), "
                 f"code near zero {100 * near_zero:.1f}%")
+    if "denoised_sse_per_image" in metrics:
+      headline += (f"; from noisy inputs {metrics['denoised_sse_per_image']:.2f} (PCA "
+                   f"{metrics['pca_denoised_sse_per_image']:.2f}, the noisy input itself "
+                   f"{metrics['noisy_input_sse_per_image']:.2f})")
     return summary, {"test": {"loss": test["loss"], **metrics}}, headline
 
-  def _figures(self, state, test_codes, pca_recon, out_dir):
+  @staticmethod
+  def _pca_sse(inputs, targets, mean, components) -> float:
+    """Squared error per image of PCA's reconstruction of `inputs` (clipped to [0, 1])."""
+    recon = np.clip(linear.pca_reconstruct(linear.pca_encode(inputs, mean, components), mean,
+                                           components), 0, 1)
+    return float(np.mean(np.sum(np.square(recon - targets), -1)))
+
+  def _figures(self, params, test_codes, noisy_test, pca, out_dir):
+    """Test images, their noisy versions (denoising), the autoencoder's and PCA's
+    reconstructions of the inputs it was trained on; the test codes in 2-D."""
     config, count = self.config, 10
     clean = self.test.images[:count]
-    inputs = np.asarray(add_noise(jax.random.PRNGKey(config.seed), jnp.asarray(clean),
-                                  config.noise, float(config.noise_level)))
-    _, logits = self.model.apply({"params": state.params}, inputs, method=_encode_decode)
+    inputs = noisy_test[:count]
+    _, logits = self.model.apply({"params": params}, inputs, method=_encode_decode)
     rows = {"input": clean[..., 0]}
     if config.noise != "none":
       rows[f"{config.noise} noise"] = inputs[..., 0]
     rows["autoencoder"] = np.asarray(jax.nn.sigmoid(logits))[..., 0]
-    rows[f"PCA-{test_codes.shape[1]}"] = pca_recon[:count].reshape(-1, 28, 28)
+    recon = linear.pca_reconstruct(linear.pca_encode(inputs.reshape(count, -1), *pca), *pca)
+    rows[f"PCA-{test_codes.shape[1]}"] = np.clip(recon, 0, 1).reshape(-1, 28, 28)
     plots.image_rows(rows, out_dir / "reconstructions.png",
                      f"{config.experiment}: test images and their reconstructions")
     points = test_codes

@@ -8,10 +8,11 @@ each (P x K batches, Hermans et al. 2017), drawn as a pure function of (seed, st
 - "contrastive": the siamese network (eq. 5.30-5.32) on every pair of the batch
   (`dl_jax.representation.mining.contrastive_loss`);
 - "triplet": the triplet loss (eq. 5.37) with margin alpha over the triplets of the batch that
-  `mining` selects: all, easy (eq. 5.38), semi-hard (eq. 5.40), hard (eq. 5.39) or batch-hard;
+  `mining` selects (d squared as in the notes, or Euclidean: `triplet_distance`): all, easy
+  (eq. 5.38), semi-hard (eq. 5.40), hard (eq. 5.39) or batch-hard;
   every step logs the share of active triplets (positive loss), the share of each category and
-  the collapse measure (mean pairwise distance over the margin's square root: near 0, f(x) has
-  collapsed to one point);
+  the collapse measure (mean pairwise distance over the margin's scale, sqrt(alpha) for squared
+  d and alpha for Euclidean d: near 0, f(x) has collapsed to one point);
 - "classifier": a plain softmax classifier over the training classes on top of f, the baseline
   of one-shot learning (f is then the network without its last layer).
 
@@ -77,26 +78,25 @@ def class_batch_ids(by_class: list[np.ndarray], classes_per_batch: int,
                          for c in np.sort(classes)])
 
 
-def train_step(state, batch: dict, loss: str, margin: float, strategy: str):
-  """One gradient step; `state.params` = {"encoder": f's, "head": the classifier's (loss
+def batch_loss(params, apply_fn, batch: dict, loss: str, margin: float, strategy: str,
+               distance: str):
+  """(loss, stats) of a batch; `params` = {"encoder": f's, "head": the classifier's (loss
   "classifier" only)}."""
+  emb = apply_fn({"params": params["encoder"]}, batch["image"]).astype(jnp.float32)
+  if loss == "triplet":
+    return mining.triplet_loss(emb, batch["label"], margin, strategy, distance)
+  if loss == "contrastive":
+    return mining.contrastive_loss(emb, batch["label"], margin)
+  logits = emb @ params["head"]["kernel"] + params["head"]["bias"]
+  # what the classifier does to the metric: the triplet statistics of its embedding
+  _, stats = mining.triplet_loss(emb, batch["label"], margin, "all", distance)
+  stats["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return classification.cross_entropy(logits, batch["label"]).mean(), stats
 
-  def loss_fn(params):
-    emb = state.apply_fn({"params": params["encoder"]}, batch["image"]).astype(jnp.float32)
-    if loss == "triplet":
-      value, stats = mining.triplet_loss(emb, batch["label"], margin, strategy)
-    elif loss == "contrastive":
-      value, stats = mining.contrastive_loss(emb, batch["label"], margin)
-    else:
-      logits = emb @ params["head"]["kernel"] + params["head"]["bias"]
-      value = classification.cross_entropy(logits, batch["label"]).mean()
-      stats = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-    sq = mining.pairwise_sq_distances(emb)
-    stats["mean_distance"] = stats.get(
-        "mean_distance", jnp.sum(jnp.sqrt(sq + 1e-12) * (1 - jnp.eye(len(sq))))
-        / (len(sq) * (len(sq) - 1)))
-    return value, stats
 
+def train_step(state, batch: dict, **loss_kwargs):
+  """One gradient step on `batch_loss`."""
+  loss_fn = functools.partial(batch_loss, apply_fn=state.apply_fn, batch=batch, **loss_kwargs)
   (value, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, opt_state=opt_state,
@@ -120,6 +120,7 @@ class MetricLearning(Task):
       "split_seed": checks.any_int,
       "loss": checks.one_of(*LOSSES),
       "mining": checks.one_of(*mining.STRATEGIES),
+      "triplet_distance": checks.one_of(*mining.DISTANCES),
       "margin": checks.positive_number,
       "classes_per_batch": checks.int_at_least(2),
       "examples_per_class": checks.int_at_least(2),
@@ -140,7 +141,16 @@ class MetricLearning(Task):
   @classmethod
   def validate(cls, config):
     registry.get(config.model, family="embedding")
-    registry.build(config.model, **config.model_kwargs.to_dict())
+    registry.check_output_shape(config.model, config.model_kwargs.to_dict(),
+                                "hyper-parameters that embed 28x28 images (at most 4 pooling "
+                                "blocks)")
+    if config.warmup_steps >= config.num_steps and config.lr_schedule != "constant":
+      raise ConfigError(f"warmup_steps={config.warmup_steps} must be smaller than "
+                        f"num_steps={config.num_steps}")
+    if config.kanji_characters > kanji.NUM_CHARACTERS:
+      raise ConfigError(f"kanji_characters={config.kanji_characters} exceeds the "
+                        f"{kanji.NUM_CHARACTERS} characters of the stroke data; accepted: "
+                        f"10..{kanji.NUM_CHARACTERS}")
     held = tuple(config.held_out_classes)
     if config.dataset == "kanji":
       if held:
@@ -177,9 +187,12 @@ class MetricLearning(Task):
     self._check_sizes()
     self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
                                    config.num_steps, config.warmup_steps)
-    self._train_step = jit_step(functools.partial(
-        train_step, loss=config.loss, margin=float(config.margin), strategy=config.mining),
-        donate_argnums=0)
+    self.loss_kwargs = dict(loss=config.loss, margin=float(config.margin),
+                            strategy=config.mining, distance=config.triplet_distance)
+    self._train_step = jit_step(functools.partial(train_step, **self.loss_kwargs),
+                                donate_argnums=0)
+    self._batch_stats = jax.jit(lambda params, batch: batch_loss(
+        params, self.model.apply, batch, **self.loss_kwargs)[1])
     self._embed = jax.jit(lambda params, x: self.model.apply({"params": params}, x))
 
   def _check_sizes(self):
@@ -221,18 +234,30 @@ class MetricLearning(Task):
         opt_state=self.tx.init(params), rng=jax.random.key_data(train_key),
         apply_fn=self.model.apply, tx=self.tx)
 
-  def advance(self, state, step, stop):
-    del stop
+  def _batch(self, step: int) -> dict:
     ids = class_batch_ids(self.by_class, self.config.classes_per_batch,
                           self.config.examples_per_class, self.config.seed, step)
     local = len(ids) // jax.process_count()
     ids = ids[jax.process_index() * local:(jax.process_index() + 1) * local]
     batch = {"image": self.train.images[ids], "label": self.train.labels[ids]}
-    state, metrics = self._train_step(state, sharding.shard_batch(batch, self.mesh))
+    return sharding.shard_batch(batch, self.mesh)
+
+  def advance(self, state, step, stop):
+    del stop
+    state, metrics = self._train_step(state, self._batch(step))
     return state, step + 1, {"train": metrics}
+
+  def end_statistics(self, params, step: int, batches: int = 20) -> dict:
+    """The loss statistics (active-triplet share, collapse ratio, ...) of the trained f,
+    averaged over the `batches` training batches that would follow `step`."""
+    stats = [jax.device_get(self._batch_stats(params, self._batch(step + i)))
+             for i in range(batches)]
+    return {f"end_{k}": float(np.mean([s[k] for s in stats])) for k in stats[0]}
 
   def embed(self, params, images: np.ndarray) -> np.ndarray:
     """f(x) in batches: float32 [N, embed_dim]."""
+    if not len(images):
+      return np.zeros((0, self.model.embed_dim), np.float32)
     size, parts = self.config.eval_batch_size, []
     for start in range(0, len(images), size):
       chunk = images[start:start + size]
@@ -248,22 +273,25 @@ class MetricLearning(Task):
     return retrieval.verification_accuracy(sq, same, tau), tau
 
   def evaluate(self, state, step):
+    """On the validation images: tau fitted on one set of pairs and scored on another, and
+    the leave-one-out kNN accuracy."""
     emb = self.embed(state.params["encoder"], self.val.images)
-    accuracy, tau = self._verification(emb, self.val.labels, self.config.seed)
+    _, tau = self._verification(emb, self.val.labels, self.config.seed)
+    accuracy, _ = self._verification(emb, self.val.labels, self.config.seed + 2, tau)
     return state, {"val": {"verification_accuracy": accuracy, "tau": tau,
                            "knn_accuracy": retrieval.knn_accuracy(emb, self.val.labels, 1)}}
 
   def finish(self, state, step, out_dir):
     config = self.config
     params = state.params["encoder"]
-    val_emb = self.embed(params, self.val.images)
     eval_emb = self.embed(params, self.eval.images)
     pixels = self.eval.images.reshape(len(self.eval), -1)
     metrics = {"knn_accuracy": retrieval.knn_accuracy(eval_emb, self.eval.labels, 1)}
     for k, v in retrieval.recall_at_k(eval_emb, self.eval.labels, (1, 5)).items():
       metrics[f"recall_at_{k}"] = v
     if len(self.val):
-      _, tau = self._verification(val_emb, self.val.labels, config.seed)
+      _, tau = self._verification(self.embed(params, self.val.images), self.val.labels,
+                                  config.seed)
       metrics["tau"] = tau
       metrics["verification_accuracy"], _ = self._verification(
           eval_emb, self.eval.labels, config.seed + 1, tau)
@@ -279,8 +307,6 @@ class MetricLearning(Task):
         metrics[f"{name}_pixels"], _ = retrieval.few_shot_accuracy(pixels, self.eval.labels,
                                                                    **episode)
         metrics[f"{name}_chance"] = 1.0 / ways
-    sq = mining.pairwise_sq_distances(jnp.asarray(eval_emb[:1000]))
-    metrics["mean_distance"] = float(jnp.mean(jnp.sqrt(sq + 1e-12)))
     if out_dir is not None:
       shown = np.isin(self.eval.labels, np.unique(self.eval.labels)[:10])
       mean, components, _ = linear.pca_fit(eval_emb[shown], 2)
@@ -289,9 +315,11 @@ class MetricLearning(Task):
                          f"{config.experiment}: held-out classes, first two principal axes")
     summary = {"dataset": config.dataset, "loss": config.loss,
                "mining": config.mining if config.loss == "triplet" else None,
+               "triplet_distance": config.triplet_distance if config.loss == "triplet" else None,
                "margin": config.margin, "param_count": count_params(params),
                "eval_classes": int(len(np.unique(self.eval.labels))),
-               "eval_size": len(self.eval), **{f"test_{k}": v for k, v in metrics.items()}}
+               "eval_size": len(self.eval), **self.end_statistics(state.params, step),
+               **{f"test_{k}": v for k, v in metrics.items()}}
     first = f"{config.ways[0]}way_{config.shots[0]}shot"
     headline = (f"held-out kNN {100 * metrics['knn_accuracy']:.2f}%, {first} "
                 f"{100 * metrics[first + '_nearest']:.2f}% (pixels "

@@ -2,8 +2,9 @@
 saw (kNN accuracy, recall@k, 5-way 1- and 5-shot episodes), with online triplet mining inside
 each 5 x 20 batch (eq. 5.38-5.40):
 
-  ./launch.sh triplet_mnist                                 # batch-hard (Hermans et al. 2017)
-  ./launch.sh triplet_mnist --config.mining=semihard        # or all, easy, hard
+  ./launch.sh triplet_mnist                                 # semi-hard triplets (eq. 5.40)
+  ./launch.sh triplet_mnist --config.mining=hard            # or all, easy, batch_hard
+  ./launch.sh triplet_mnist --config.mining=batch_hard --config.triplet_distance=euclidean
   ./launch.sh triplet_mnist --config.loss=classifier        # the plain-classifier baseline
 """
 

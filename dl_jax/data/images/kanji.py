@@ -18,13 +18,15 @@ The distortions are sized so that pixels alone do about as well as on Omniglot: 
 neighbour on raw pixels classifies 28.7 % of 20-way 1-shot episodes on the held-out 20 % of the
 default 1,623 characters (46.5 % 5-way; Omniglot: 26.7 % and 41.7 %, Vinyals et al. 2016).
 
-The result is cached as `<data_dir>/kanji_<size>px_<drawings>x<num_classes>_s<seed>.npz` with a
-`.sha256` sidecar (see `cache`); later loads verify it and never modify it.
+The result is cached as `<data_dir>/kanji_<size>px_<drawings>x<num_classes>_s<seed>_<tag>.npz`
+with a `.sha256` sidecar (see `cache`); later loads verify it and never modify it. The tag is a
+digest of the rendering constants, so that changed constants never read old images.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import pathlib
 from collections.abc import Sequence
@@ -78,9 +80,15 @@ def load(data_dir: str | None = None, num_classes: int = 1623, drawings: int = 2
   _check_int("size", size, 8, MAX_SIZE)
   _check_int("seed", seed, 0)
   root = fetch.data_dir(data_dir)
-  path = root / f"kanji_{size}px_{drawings}x{num_classes}_s{seed}.npz"
+  path = root / f"kanji_{size}px_{drawings}x{num_classes}_s{seed}_{render_tag()}.npz"
   check = functools.partial(_check, num_classes=num_classes, drawings=drawings, size=size)
   return cache.cached(path, lambda: _build(root, num_classes, drawings, size, seed), check)
+
+
+def render_tag() -> str:
+  """8 hex digits of the sha256 of the rendering constants."""
+  constants = (FILL, WIDTH, float(MAX_ROTATION), SCALE_RANGE, MAX_SHEAR, MAX_SHIFT, MAX_JITTER)
+  return hashlib.sha256(repr(constants).encode()).hexdigest()[:8]
 
 
 def load_strokes(data_dir: str | None = None) -> dict[int, np.ndarray]:
