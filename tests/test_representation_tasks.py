@@ -150,12 +150,12 @@ def test_sizes_the_data_cannot_give_are_refused(flags, message):
 # experiment -> (short flags, {result: (short lower bound, full lower bound)}): the full bounds
 # guard the README's numbers (`--full-training` runs the configs as they are)
 TRAININGS = {
-    "oneshot_kanji": (("--config.num_steps=150", "--config.kanji_characters=300",
+    "oneshot_kanji": (("--config.num_steps=100", "--config.kanji_characters=300",
                        "--config.model_kwargs.features=(32,32,32,32)", "--config.val_size=500",
                        "--config.eval_every_steps=0", "--config.episodes=200",
                        "--config.verification_pairs=2000"),
                       {"test_20way_1shot_nearest": (0.5, 0.95)}),
-    "siamese_mnist": (("--config.num_steps=150", "--config.val_size=1000",
+    "siamese_mnist": (("--config.num_steps=100", "--config.val_size=1000",
                        "--config.eval_every_steps=0", "--config.episodes=100",
                        "--config.verification_pairs=2000"),
                       {"test_verification_accuracy": (0.8, 0.95)}),

@@ -31,7 +31,7 @@ SHORT_RUNS = {
         "--config.num_epochs=3", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
         "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 25),
     "metric_learning": ("triplet_mnist", (
-        "--config.num_steps=60", "--config.eval_every_steps=30", "--config.val_size=500",
+        "--config.num_steps=40", "--config.eval_every_steps=20", "--config.val_size=500",
         "--config.episodes=100", "--config.verification_pairs=1000",
         "--config.checkpoint_every_steps=20", "--config.log_every_steps=10",
         "--config.keep_checkpoints=10"), 20),
