@@ -162,19 +162,9 @@ class Autoencoding(Task):
     for key in ("batch_size", "eval_batch_size"):
       sharding.check_batch_size(config[key], mesh, key)
     raw = unit_images(mnist.load(config.dataset, config.data_dir or None))
-    self.train, self.val, self.test = pipeline.train_val_test(
-        raw, config.val_size, config.split_seed, config.train_subset)
-    if config.test_subset:  # trials only: the results use the whole test set
-      self.test = pipeline.Split(self.test.images[:config.test_subset],
-                                 self.test.labels[:config.test_subset])
-    self.steps_per_epoch = len(self.train) // config.batch_size
-    if self.steps_per_epoch == 0:
-      raise ConfigError(f"batch_size={config.batch_size} exceeds the {len(self.train)} training "
-                        "examples")
-    self.schedule_steps = config.num_epochs * self.steps_per_epoch
-    if config.warmup_steps >= self.schedule_steps and config.lr_schedule != "constant":
-      raise ConfigError(f"warmup_steps={config.warmup_steps} must be smaller than the "
-                        f"{self.schedule_steps} steps of the schedule")
+    self.train, self.val, self.test = classification.image_splits(raw, config)
+    self.steps_per_epoch, self.schedule_steps = classification.epoch_schedule(len(self.train),
+                                                                              config)
     self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
                                    self.schedule_steps, config.warmup_steps)
     self._train_step = jit_step(functools.partial(
@@ -183,7 +173,9 @@ class Autoencoding(Task):
     self._eval_step = jax.jit(eval_step)
     self._encode = jax.jit(lambda params, x: self.model.apply({"params": params}, x,
                                                               method="encode"))
-    self._stream, self._next_step, self._val_inputs = None, None, None
+    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
+                                         jax.process_index(), jax.process_count())
+    self._val_inputs = None
 
   def plan(self) -> Plan:
     return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
@@ -195,11 +187,8 @@ class Autoencoding(Task):
 
   def advance(self, state, step, stop):
     del stop
-    if self._next_step != step:  # (re)start the stream: batches are pure in (seed, step)
-      self._stream = pipeline.train_batches(self.train, self.config.batch_size, self.config.seed,
-                                            step, jax.process_index(), jax.process_count())
-    state, metrics = self._train_step(state, sharding.shard_batch(next(self._stream), self.mesh))
-    self._next_step = step + 1
+    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
+                                                                  self.mesh))
     return state, step + 1, {"train": metrics}
 
   def noisy(self, split: pipeline.Split, stream: int) -> np.ndarray:
@@ -231,14 +220,8 @@ class Autoencoding(Task):
 
   def codes(self, params, images: np.ndarray) -> np.ndarray:
     """f(x) of clean images, in batches: float32 [N, code_size]."""
-    size = self.config.eval_batch_size
-    parts = []
-    for start in range(0, len(images), size):
-      chunk = images[start:start + size]
-      padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
-                                               chunk.dtype)])
-      parts.append(np.asarray(self._encode(params, padded))[:len(chunk)])
-    return np.concatenate(parts).astype(np.float32)
+    return pipeline.map_batches(functools.partial(self._encode, params), images,
+                                self.config.eval_batch_size)
 
   def finish(self, state, step, out_dir):
     config = self.config

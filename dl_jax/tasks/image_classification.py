@@ -247,6 +247,30 @@ def transferred_layers(source: dict, target_shapes: dict, reinit: tuple[str, ...
   return out
 
 
+def image_splits(raw: dict, config) -> tuple[pipeline.Split, pipeline.Split, pipeline.Split]:
+  """Train, validation (`val_size` held out by `split_seed`, `train_subset`) and test splits;
+  `test_subset` > 0 keeps the first test images only (trial runs)."""
+  train, val, test = pipeline.train_val_test(raw, config.val_size, config.split_seed,
+                                             config.train_subset)
+  if config.test_subset:  # trials only: the results use the whole test set
+    test = pipeline.Split(test.images[:config.test_subset], test.labels[:config.test_subset])
+  return train, val, test
+
+
+def epoch_schedule(train_size: int, config) -> tuple[int, int]:
+  """(steps per epoch, schedule steps) of `num_epochs` epochs of `batch_size`, the last
+  incomplete batch of an epoch dropped; ConfigError when no batch or the warm-up does not fit."""
+  steps_per_epoch = train_size // config.batch_size
+  if steps_per_epoch == 0:
+    raise ConfigError(f"batch_size={config.batch_size} exceeds the {train_size} training "
+                      "examples")
+  schedule_steps = config.num_epochs * steps_per_epoch
+  if config.warmup_steps >= schedule_steps and config.lr_schedule != "constant":
+    raise ConfigError(f"warmup_steps={config.warmup_steps} must be smaller than the "
+                      f"{schedule_steps} steps of the schedule")
+  return steps_per_epoch, schedule_steps
+
+
 def evaluate_split(state: TrainState, split: pipeline.Split, batch_size: int, mesh,
                    eval_fn) -> dict:
   """Mean loss and accuracy over a whole split (padding masked out)."""
@@ -322,19 +346,8 @@ class ImageClassification(Task):
       sharding.check_batch_size(config[key], mesh, key)
     raw = DATASETS[config.dataset][1](config.dataset, config.data_dir or None)
     raw = select_classes(raw, tuple(config.classes))
-    self.train, self.val, self.test = pipeline.train_val_test(
-        raw, config.val_size, config.split_seed, config.train_subset)
-    if config.test_subset:  # trials only: the results use the whole test set
-      self.test = pipeline.Split(self.test.images[:config.test_subset],
-                                 self.test.labels[:config.test_subset])
-    self.steps_per_epoch = len(self.train) // config.batch_size
-    if self.steps_per_epoch == 0:
-      raise ConfigError(f"batch_size={config.batch_size} exceeds the {len(self.train)} training "
-                        "examples")
-    self.schedule_steps = config.num_epochs * self.steps_per_epoch
-    if config.warmup_steps >= self.schedule_steps and config.lr_schedule != "constant":
-      raise ConfigError(f"warmup_steps={config.warmup_steps} must be smaller than the "
-                        f"{self.schedule_steps} steps of the schedule")
+    self.train, self.val, self.test = image_splits(raw, config)
+    self.steps_per_epoch, self.schedule_steps = epoch_schedule(len(self.train), config)
     self.input_shape = self.train.images.shape[1:]
     shapes = jax.eval_shape(functools.partial(self.model.init, train=False),
                             jax.random.PRNGKey(0), jnp.zeros((1, *self.input_shape)))
@@ -350,7 +363,8 @@ class ImageClassification(Task):
         aux_loss_weight=config.aux_loss_weight, augment_fn=make_augment(config, self.family),
         frozen=self.frozen), donate_argnums=0)
     self._eval_step = jax.jit(eval_step)
-    self._stream, self._next_step = None, None
+    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
+                                         jax.process_index(), jax.process_count())
 
   def _frozen_layers(self, names: tuple[str, ...], layers: list[str]) -> tuple[str, ...]:
     """`freeze_layers` as layer names; 'transferred' stands for every layer copied."""
@@ -375,11 +389,8 @@ class ImageClassification(Task):
 
   def advance(self, state, step, stop):
     del stop
-    if self._next_step != step:  # (re)start the stream: batches are pure in (seed, step)
-      self._stream = pipeline.train_batches(self.train, self.config.batch_size, self.config.seed,
-                                            step, jax.process_index(), jax.process_count())
-    state, metrics = self._train_step(state, sharding.shard_batch(next(self._stream), self.mesh))
-    self._next_step = step + 1
+    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
+                                                                  self.mesh))
     return state, step + 1, {"train": metrics}
 
   def _eval(self, state, split):

@@ -258,13 +258,8 @@ class MetricLearning(Task):
     """f(x) in batches: float32 [N, embed_dim]."""
     if not len(images):
       return np.zeros((0, self.model.embed_dim), np.float32)
-    size, parts = self.config.eval_batch_size, []
-    for start in range(0, len(images), size):
-      chunk = images[start:start + size]
-      padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
-                                               chunk.dtype)])
-      parts.append(np.asarray(self._embed(params, padded), np.float32)[:len(chunk)])
-    return np.concatenate(parts)
+    return pipeline.map_batches(functools.partial(self._embed, params), images,
+                                self.config.eval_batch_size)
 
   def _verification(self, emb, labels, seed: int, tau: float | None = None):
     i, j, same = retrieval.verification_pairs(labels, self.config.verification_pairs, seed)

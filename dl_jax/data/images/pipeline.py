@@ -86,3 +86,33 @@ def eval_batches(split: Split, batch_size: int, process_index: int = 0,
     mask = ids < len(split)
     ids = np.where(mask, ids, 0)
     yield {"image": split.images[ids], "label": split.labels[ids], "mask": mask.astype(np.float32)}
+
+
+class StepBatches:
+  """`batches(step)`: the training batch of `step` (this process's slice), from one
+  `train_batches` stream that is restarted whenever the steps asked for are not consecutive (a
+  resume), so the batches stay pure in (seed, step)."""
+
+  def __init__(self, split: Split, batch_size: int, seed: int, process_index: int = 0,
+               process_count: int = 1):
+    self._args = (split, batch_size, seed)
+    self._process = (process_index, process_count)
+    self._stream, self._next_step = None, None
+
+  def __call__(self, step: int) -> dict:
+    if self._next_step != step:
+      self._stream = train_batches(*self._args, step, *self._process)
+    self._next_step = step + 1
+    return next(self._stream)
+
+
+def map_batches(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
+  """np.concatenate of fn(chunk) over chunks of `batch_size` images, the last one zero-padded
+  to the full size (one compilation) and its padding rows dropped: float32 [N, ...]."""
+  parts = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), *chunk.shape[1:]),
+                                             chunk.dtype)])
+    parts.append(np.asarray(fn(padded), np.float32)[:len(chunk)])
+  return np.concatenate(parts)
