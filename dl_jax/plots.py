@@ -144,3 +144,64 @@ def series_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
   fig.tight_layout()
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
+
+
+# Background, then classes 0..9 (matplotlib's tab10).
+MASK_COLOURS = ("#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def canvas_grid(images: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+                out_path: pathlib.Path, title: str, masks: np.ndarray | None = None,
+                pred_boxes: np.ndarray | None = None, pred_classes: np.ndarray | None = None,
+                pred_scores: np.ndarray | None = None, columns: int = 8,
+                class_names: tuple[str, ...] | None = None) -> None:
+  """Canvases [n, H, W] (uint8, or floats in [0, 1]) with their true boxes [n, K, 4] (x0, y0, x1,
+  y1; rows whose class is -1 are padding) in green, labelled with the class; optional predicted
+  boxes [n, P, 4] in red, labelled class:score; with `masks` [n, H, W] (0 background, 1 + class)
+  a second row per canvas shows the mask in MASK_COLOURS."""
+  plt = pyplot()
+  from matplotlib import colors, patches  # pylint: disable=g-import-not-at-top
+  count = len(images)
+  columns = max(1, min(columns, count))
+  grid_rows = -(-count // columns)
+  per = 2 if masks is not None else 1
+  fig, axes = plt.subplots(grid_rows * per, columns, figsize=(1.7 * columns, 1.75 * grid_rows * per
+                                                               + 0.5), squeeze=False)
+  vmax = 255 if np.asarray(images).dtype == np.uint8 else 1
+  name = (lambda c: class_names[c]) if class_names else str
+  mask_map = colors.ListedColormap(MASK_COLOURS)
+
+  def draw_boxes(ax, rows, labels, colour, scores=None):
+    for j, (box, label) in enumerate(zip(rows, labels)):
+      if label < 0:
+        continue
+      x0, y0, x1, y1 = (float(v) for v in box)
+      ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                     edgecolor=colour, lw=0.9))
+      text = name(int(label)) + ("" if scores is None else f":{float(scores[j]):.2f}")
+      ax.text(x0 - 0.5, y0 - 1, text, color=colour, fontsize=5.5, va="bottom")
+
+  for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_frame_on(False)
+  for i in range(count):
+    row, col = divmod(i, columns)
+    ax = axes[row * per][col]
+    ax.imshow(images[i], cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+    draw_boxes(ax, boxes[i], classes[i], "lime")
+    if pred_boxes is not None:
+      labels = pred_classes[i] if pred_classes is not None else np.zeros(len(pred_boxes[i]), int)
+      draw_boxes(ax, pred_boxes[i], labels, "red",
+                 None if pred_scores is None else pred_scores[i])
+    if masks is not None:
+      axes[row * per + 1][col].imshow(masks[i], cmap=mask_map, vmin=-0.5, vmax=10.5,
+                                      interpolation="nearest")
+  legend = "green: true boxes" + (", red: predicted class:score" if pred_boxes is not None else "")
+  if masks is not None:
+    legend += "; masks: black background, one colour per class"
+  fig.suptitle(f"{title}\n{legend}", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=130)
+  plt.close(fig)

@@ -22,7 +22,7 @@ flags.DEFINE_string("runs", "runs", "Directory whose subdirectories hold results
 flags.DEFINE_string("readme", "README.md", "Markdown file with the results markers to update.")
 flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, in this order.")
 flags.DEFINE_enum("table", "results", ["results", "fashion", "nbody", "autoencoders", "metric",
-                                       "oneshot"],
+                                       "oneshot", "vision"],
                   "Which table to regenerate.")
 FLAGS = flags.FLAGS
 
@@ -204,8 +204,50 @@ def oneshot_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _vision_result(r: dict) -> tuple[str, str]:
+  """(the measured numbers, the goal or anchor) of a run of sections 5.3.3-5.3.5."""
+  if r["task"] == "localization" and r["head"] == "single":
+    return (f"IoU {r['test_mean_iou']:.3f}; IoU >= 0.5 and class right "
+            f"{100 * r['test_both']:.1f} %; class {100 * r['test_accuracy']:.2f} %", "-")
+  if r["task"] == "localization":
+    return (f"mAP@0.5 {r['test_map_50']:.3f}, mAP@[.5:.95] {r['test_map']:.3f}",
+            "mAP@0.5 >= 0.95 (YOLO11s on a similar set: 0.883)")
+  if r["task"] == "segmentation":
+    return (f"mIoU {r['test_mean_iou']:.3f} (digits {r['test_mean_iou_digits']:.3f}), "
+            f"boundary F1 {r['test_boundary_f1']:.3f}",
+            "mIoU >= 0.90 (a UNet on M2NIST: 0.83)")
+  if r["task"] == "denoising":
+    best = r.get("best_classical")
+    line = f"PSNR {r['test_psnr']:.2f} dB, SSIM {r['test_ssim']:.3f}"
+    if best:
+      classical = r["classical"]
+      line += (f"; on {classical['network']['count']:,} images {classical['network']['psnr']:.2f}"
+               f" dB against {best} {r['test_best_classical_psnr']:.2f} dB (noisy "
+               f"{r['test_noisy_psnr']:.2f} dB)")
+    return line, "+3 dB over the best classical denoiser (sigma 0.4)"
+  losses = {k[len("final_"):]: v for k, v in r.items() if k.startswith("final_")}
+  return ", ".join(f"{k} {v:.3g}" for k, v in losses.items()) or "-", "-"
+
+
+def vision_table(results: list[dict]) -> str:
+  """Localization, detection, segmentation, denoising and style transfer (sections
+  5.3.3-5.3.5), a row per run."""
+  lines = ["| run | model | parameters | data | test result | goal (anchor) | epochs | train time "
+           "| hardware |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    result, goal = _vision_result(r)
+    data = r.get("dataset", "-")
+    if "noise" in r:
+      data += f", {r['noise']} {r['noise_level']:g}"
+    lines.append(f"| `{r['run']}` | {r['model']} | {r['param_count']:,} | {data} | {result} | "
+                 f"{goal} | {r.get('epochs', 0):g} | {_duration(r['train_time_s'])} | "
+                 f"{_hardware(r)} |")
+  return "\n".join(lines)
+
+
 TABLES = {"results": table, "fashion": fashion_table, "nbody": nbody_table,
-          "autoencoders": autoencoder_table, "metric": metric_table, "oneshot": oneshot_table}
+          "autoencoders": autoencoder_table, "metric": metric_table, "oneshot": oneshot_table,
+          "vision": vision_table}
 
 
 def main(argv):

@@ -13,12 +13,15 @@ from experiments import overrides as ov
 from experiments.configs import gnn_wordnet
 from tests.conftest import ROOT
 
-CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, fashion_alexnet, fashion_googlenet, "
+CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, denoise_ecg, denoise_fashion, "
+                "denoise_mnist, fashion_alexnet, fashion_googlenet, "
                 "fashion_lenet5, fashion_resnet, fashion_vgg, gnn_karate, gnn_mutag, gnn_wordnet, "
-                "gnn_wordnet_full, mnist1d_cnn, mnist1d_cnn_shuffled, mnist1d_logreg, "
+                "gnn_wordnet_full, localize_mnist, mnist1d_cnn, mnist1d_cnn_shuffled, "
+                "mnist1d_logreg, "
                 "mnist1d_mlp, mnist1d_mlp_shuffled, mnist_cnn, mnist_mlp, nbody_egnn, nbody_gnn, "
-                "nbody_linear, nplm, oneshot_kanji, siamese_mnist, triplet_mnist, word2vec_cbow, "
-                "word2vec_skipgram")
+                "nbody_linear, nplm, oneshot_kanji, siamese_mnist, style_transfer, "
+                "triplet_mnist, unet_mnist, "
+                "unet_mnist_noskip, word2vec_cbow, word2vec_skipgram, yolo_mnist")
 ACCEPTED_HERE = ("accepted: a python file defining get_config() such as "
                  f"experiments/configs/<name>.py, <name> one of {CONFIG_NAMES}")
 

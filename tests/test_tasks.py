@@ -4,7 +4,8 @@
   (the final checkpoint and the metrics file, all but wall-clock fields);
 - SIGTERM saves a checkpoint and exits 0, and the same command finishes the run;
 - a non-finite loss stops the run with exit 1, naming the step, keeping the good checkpoints;
-- each bad engine value is refused with one `error:` line and exit 2, before anything is written;
+- each bad engine value is refused with one `error:` line and exit 2, before anything is written
+  (each task gets one of them, in turn);
 - every numeric key of every experiment config has a check.
 
 A task added to `dl_jax.engine.TASKS` must get an entry in SHORT_RUNS, or the first test fails.
@@ -26,6 +27,11 @@ from tests.conftest import ROOT, experiment_cmd, run
 
 # task -> (experiment, flags of a short real-data run, the checkpoint step to kill it after)
 SHORT_RUNS = {
+    "denoising": ("denoise_mnist", (
+        "--config.train_subset=1024", "--config.val_size=200", "--config.test_subset=200",
+        "--config.batch_size=32", "--config.num_epochs=2", "--config.classical_images=20",
+        "--config.tune_images=20", "--config.checkpoint_every_steps=16",
+        "--config.log_every_steps=8", "--config.keep_checkpoints=10"), 16),
     "autoencoding": ("ae_mlp", (
         "--config.train_subset=3200", "--config.val_size=1000", "--config.test_subset=1000",
         "--config.num_epochs=3", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
@@ -49,6 +55,18 @@ SHORT_RUNS = {
         "--config.train_size=500", "--config.batch_size=50", "--config.num_epochs=8",
         "--config.eval_every_epochs=2", "--config.checkpoint_every_steps=20",
         "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 20),
+    "localization": ("yolo_mnist", (
+        "--config.train_size=512", "--config.val_size=64", "--config.test_size=64",
+        "--config.model_kwargs.widths=(8,16,32,32)", "--config.batch_size=32",
+        "--config.eval_batch_size=64", "--config.num_epochs=2", "--config.warmup_steps=0",
+        "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
+        "--config.keep_checkpoints=10"), 8),
+    "segmentation": ("unet_mnist", (
+        "--config.train_size=320", "--config.val_size=64", "--config.test_size=64",
+        "--config.model_kwargs.features=(8,16,32)", "--config.batch_size=16",
+        "--config.eval_batch_size=64", "--config.num_epochs=2",
+        "--config.checkpoint_every_steps=10", "--config.log_every_steps=5",
+        "--config.keep_checkpoints=10"), 10),
     "word_embeddings": ("word2vec_skipgram", (
         "--config.max_tokens=300000", "--config.epochs=4", "--config.batch_size=2048",
         "--config.steps_per_call=4", "--config.checkpoint_every_steps=16",
@@ -191,9 +209,12 @@ BAD_ENGINE_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_bad_engine_values_are_refused(task, tmp_path):
-  for flag, message in BAD_ENGINE_VALUES:
+# Each task is given one bad value (in turn), so that every value meets several tasks and every
+# task's command line is refused once, without one process per (task, value).
+@pytest.mark.parametrize("task, bad_value", [
+    (task, BAD_ENGINE_VALUES[i % len(BAD_ENGINE_VALUES)]) for i, task in enumerate(TASKS)])
+def test_bad_engine_values_are_refused(task, bad_value, tmp_path):
+  for flag, message in [bad_value]:
     out = run(command(task, tmp_path / "w", flag))
     assert out.returncode == 2, (flag, out.stderr[-2000:])
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]

@@ -39,6 +39,10 @@ TASKS = {
     "nbody": "dl_jax.tasks.nbody:NBody",
     "autoencoding": "dl_jax.tasks.autoencoding:Autoencoding",
     "metric_learning": "dl_jax.tasks.metric_learning:MetricLearning",
+    "localization": "dl_jax.tasks.localization:Localization",
+    "segmentation": "dl_jax.tasks.segmentation:Segmentation",
+    "denoising": "dl_jax.tasks.denoising:Denoising",
+    "style_transfer": "dl_jax.tasks.style_transfer:StyleTransfer",
 }
 
 # The engine's own config keys.

@@ -18,6 +18,15 @@ Families, by what a model takes and returns (batch = the number of examples):
 - autoencoder: images [batch, 28, 28, 1] -> a logit per pixel [batch, 28, 28, 1] (section
   5.5.1; the models also have `encode` and `decode`);
 - embedding: images [batch, 28, 28, 1] -> embeddings [batch, embed_dim] (section 5.5.2);
+- localizer: canvases [batch, S, S, 1] (S = hp "image_size"; section 5.3.3) -> one object's
+  box and class [batch, 4 + num_classes]: 4 box outputs, then class logits;
+- detector: the same canvases -> a YOLO grid [batch, G, G, boxes_per_cell * 5 + num_classes]
+  (G = hp "grid"; section 5.3.3);
+- dense: images [batch, S, S, in_channels] -> a map of the same size [batch, S, S,
+  out_channels]: class logits per pixel (segmentation, section 5.3.4) or pixel values
+  (denoising, section 5.3.5);
+- dense_1d: signals [batch, L, 1] (L = hp "length") -> [batch, L, out_channels] (denoising
+  of 1-D signals);
 - text: the n - 1 previous word ids [batch, context_size] (section 3.2) -> logits over the
   vocabulary [batch, vocab_size].
 
@@ -110,6 +119,19 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
            lambda b, hp: (b, 28, 28, 1), True, "images reconstructed through a code"),
     Family("embedding", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, hp["embed_dim"]), True, "images embedded in a metric space"),
+    Family("localizer", lambda b, dtype, hp: (_normal(b, (hp["image_size"],) * 2 + (1,), dtype),),
+           lambda b, hp: (b, 4 + hp["num_classes"]), True, "one object's box and class"),
+    Family("detector", lambda b, dtype, hp: (_normal(b, (hp["image_size"],) * 2 + (1,), dtype),),
+           lambda b, hp: (b, hp["grid"], hp["grid"],
+                          hp["boxes_per_cell"] * 5 + hp["num_classes"]), True,
+           "boxes and classes on a grid of cells (YOLO)"),
+    Family("dense", lambda b, dtype, hp: (_normal(b, (hp["image_size"],) * 2
+                                                  + (hp["in_channels"],), dtype),),
+           lambda b, hp: (b, hp["image_size"], hp["image_size"], hp["out_channels"]), True,
+           "a value or class logits per pixel"),
+    Family("dense_1d", lambda b, dtype, hp: (_normal(b, (hp["length"], 1), dtype),),
+           lambda b, hp: (b, hp["length"], hp["out_channels"]), True,
+           "a value per sample of a 1-D signal"),
     Family("text", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
         0, hp["vocab_size"], (b, hp["context_size"])), jnp.int32),),
            lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),
