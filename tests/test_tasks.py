@@ -28,10 +28,11 @@ from tests.conftest import ROOT, experiment_cmd, run
 # task -> (experiment, flags of a short real-data run, the checkpoint step to kill it after)
 SHORT_RUNS = {
     "denoising": ("denoise_mnist", (
-        "--config.train_subset=1024", "--config.val_size=200", "--config.test_subset=200",
-        "--config.batch_size=32", "--config.num_epochs=2", "--config.classical_images=20",
-        "--config.tune_images=20", "--config.checkpoint_every_steps=16",
-        "--config.log_every_steps=8", "--config.keep_checkpoints=10"), 16),
+        "--config.train_subset=512", "--config.val_size=200", "--config.test_subset=200",
+        "--config.model_kwargs.depth=4", "--config.model_kwargs.features=16",
+        "--config.batch_size=32", "--config.num_epochs=2", "--config.classical=false",
+        "--config.checkpoint_every_steps=8",
+        "--config.log_every_steps=4", "--config.keep_checkpoints=10"), 8),
     "autoencoding": ("ae_mlp", (
         "--config.train_subset=3200", "--config.val_size=1000", "--config.test_subset=1000",
         "--config.num_epochs=3", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
@@ -62,11 +63,17 @@ SHORT_RUNS = {
         "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
         "--config.keep_checkpoints=10"), 8),
     "segmentation": ("unet_mnist", (
-        "--config.train_size=320", "--config.val_size=64", "--config.test_size=64",
+        "--config.train_size=160", "--config.val_size=32", "--config.test_size=32",
+        "--config.canvas_size=48", "--config.model_kwargs.image_size=48",
         "--config.model_kwargs.features=(8,16,32)", "--config.batch_size=16",
-        "--config.eval_batch_size=64", "--config.num_epochs=2",
-        "--config.checkpoint_every_steps=10", "--config.log_every_steps=5",
-        "--config.keep_checkpoints=10"), 10),
+        "--config.eval_batch_size=32", "--config.num_epochs=2", "--config.figure_count=2",
+        "--config.checkpoint_every_steps=5", "--config.log_every_steps=5",
+        "--config.keep_checkpoints=10"), 5),
+    "style_transfer": ("style_transfer", (
+        "--config.image_size=32", "--config.num_steps=12", "--config.features=trained",
+        "--config.optimizer=adam", "--config.learning_rate=0.02",
+        "--config.feature_steps=10", "--config.checkpoint_every_steps=4",
+        "--config.log_every_steps=4", "--config.keep_checkpoints=10"), 4),
     "word_embeddings": ("word2vec_skipgram", (
         "--config.max_tokens=300000", "--config.epochs=4", "--config.batch_size=2048",
         "--config.steps_per_call=4", "--config.checkpoint_every_steps=16",

@@ -28,13 +28,13 @@ def localization_config(name: str, head: str, model: str) -> ml_collections.Conf
   config.min_objects = 1
   config.max_objects = 1 if single else 5
   config.canvas_seed = 0
-  config.train_size = 10000 if single else 20000  # canvases of the first 55,000 training digits
+  config.train_size = 10000 if single else 40000  # canvases of the first 55,000 training digits
   config.val_size = 1000  # canvases of the last 5,000 training digits
   config.test_size = 2000  # canvases of the 10,000 test digits
   config.seed = 0
   config.batch_size = 64
   config.eval_batch_size = 250
-  config.num_epochs = 6 if single else 8
+  config.num_epochs = 6 if single else 5
   config.max_steps = 0
   config.optimizer = "adam"
   config.learning_rate = 1e-3 if single else 2e-3
@@ -47,7 +47,7 @@ def localization_config(name: str, head: str, model: str) -> ml_collections.Conf
   config.rescore = True  # confidence target: the IoU of the responsible box (False: 1)
   config.class_loss = "squared"  # the paper's; or "cross_entropy"
   config.nms_iou = 0.5  # non-maximum suppression per class above this IoU
-  config.score_threshold = 0.3  # the detector's answer: boxes with confidence * p(c) >= this
+  config.score_threshold = 0.2  # the detector's answer: boxes with confidence * p(c) >= this
   config.ap_min_score = 0.01  # the mAP ranks every box down to this score
   config.max_detections = 100  # per canvas (COCO: 100)
   config.figure_count = 16
