@@ -221,9 +221,12 @@ def _vision_result(r: dict) -> tuple[str, str]:
     line = f"PSNR {r['test_psnr']:.2f} dB, SSIM {r['test_ssim']:.3f}"
     if best:
       classical = r["classical"]
-      line += (f"; on {classical['network']['count']:,} images {classical['network']['psnr']:.2f}"
+      unit = "windows" if r["dataset"] == "ecg" else "images"
+      line += (f"; on {classical['network']['count']:,} {unit} {classical['network']['psnr']:.2f}"
                f" dB against {best} {r['test_best_classical_psnr']:.2f} dB (noisy "
                f"{r['test_noisy_psnr']:.2f} dB)")
+    if r["dataset"] == "ecg":
+      return line, "-"
     return line, "+3 dB over the best classical denoiser (sigma 0.4)"
   losses = {k[len("final_"):]: v for k, v in r.items() if k.startswith("final_")}
   return ", ".join(f"{k} {v:.3g}" for k, v in losses.items()) or "-", "-"
