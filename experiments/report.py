@@ -239,10 +239,12 @@ def vision_table(results: list[dict]) -> str:
            "| hardware |", "|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     result, goal = _vision_result(r)
-    data = r.get("dataset", "-")
+    data = r.get("dataset") or (f"{r.get('content')} / {r.get('style')}, "
+                                f"{r.get('features')} features")
     if "noise" in r:
       data += f", {r['noise']} {r['noise_level']:g}"
-    lines.append(f"| `{r['run']}` | {r['model']} | {r['param_count']:,} | {data} | {result} | "
+    params = f"{r['param_count']:,}" if "param_count" in r else "-"
+    lines.append(f"| `{r['run']}` | {r['model']} | {params} | {data} | {result} | "
                  f"{goal} | {r.get('epochs', 0):g} | {_duration(r['train_time_s'])} | "
                  f"{_hardware(r)} |")
   return "\n".join(lines)
