@@ -5,6 +5,10 @@
 #   ./launch.sh bench <name> [args]      runs bench/<name>.py (installs the [bench] extra)
 #   ./launch.sh list                     lists the experiments
 #   ./launch.sh lock [--upgrade]         regenerates requirements/lock*.txt from pyproject.toml
+#   ./launch.sh setup [--accelerator=cpu|cuda12|tpu]   sets up the environment only (jax for the
+#                                        accelerator: the locked version's CUDA or TPU build)
+#   ./launch.sh slurm|tpu|gke <experiment> [options] [--dry-run] [flags]   a batch launch
+#                                        (python -m experiments.launch; options in the README)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -70,6 +74,19 @@ case "$cmd" in
     # about 1.5x faster than one process on two cores, as XLA compiles on one core.
     exec "$VENV/bin/python" -m pytest -n "${DL_JAX_TEST_WORKERS:-2}" --dist loadfile \
       --durations=25 "$@" ;;
+  setup)
+    ensure_env test
+    case "${1:---accelerator=cpu}" in
+      --accelerator=cpu) ;;
+      --accelerator=cuda12|--accelerator=tpu)
+        jax_pin=$(grep -m1 '^jax==' "${LOCKS[0]}" | cut -d' ' -f1)
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+          "jax[${1#--accelerator=}]==${jax_pin#jax==}" ;;
+      *) echo "error: unknown setup option '$1'; accepted: --accelerator=cpu, cuda12 or tpu" >&2
+         exit 2 ;;
+    esac ;;
+  slurm|tpu|gke)
+    exec "$PY" -m experiments.launch "$cmd" "$@" ;;
   bench)
     ensure_env test,bench
     name=${1:?"usage: ./launch.sh bench <name>; available: $(benches)"}
@@ -85,7 +102,7 @@ case "$cmd" in
     echo "experiments: $(experiments | tr '\n' ' ')" ;;
   *)
     if [[ ! -f "experiments/configs/$cmd.py" || "$cmd" == base || "$cmd" == __init__ ]]; then
-      echo "error: unknown experiment '$cmd'; accepted: $(experiments | tr '\n' ' ')(or test, bench, list, lock)" >&2
+      echo "error: unknown experiment '$cmd'; accepted: $(experiments | tr '\n' ' ')(or test, bench, list, lock, setup, slurm, tpu, gke)" >&2
       exit 2
     fi
     ensure_env test

@@ -22,7 +22,7 @@ from experiments import overrides
 flags.DEFINE_string("workdir", None, "Run directory (default: runs/<experiment>): checkpoints, "
                     "metrics, plots, results.json. An existing run there is resumed.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host GPU or "
-                  "TPU pod; the cluster is detected from the environment).")
+                  "TPU pod; the cluster is detected from the environment: dl_jax.engine.cluster).")
 flags.DEFINE_string("compilation_cache", os.path.expanduser("~/.cache/dl_jax/jax_cache"),
                     "Persistent XLA compilation cache directory ('' disables it).")
 flags.DEFINE_bool("show_config", False, "Print the resolved config, one key per line, and exit.")
@@ -79,7 +79,8 @@ def main(argv, config_path=None, config_overrides=()):
       return
     import jax  # pylint: disable=g-import-not-at-top
     if FLAGS.multihost:
-      jax.distributed.initialize()
+      from dl_jax.engine import cluster  # pylint: disable=g-import-not-at-top
+      logging.info("multihost: %s", cluster.initialize().describe())
     if FLAGS.compilation_cache:
       jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

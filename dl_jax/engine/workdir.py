@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from dl_jax.errors import CheckpointError
 
 RUN_MARKER = "run_config.json"
+LAUNCH_SUBDIR = "launch"  # batch scripts and their logs (experiments/launch.py), before the run
 # Config keys that may change between a run and its resumption without changing its results.
 RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_every_steps",
                                "keep_checkpoints", "data_dir", "max_steps"})
@@ -34,7 +35,7 @@ def prepare_workdir(workdir: str, config: dict, write_marker: bool = True) -> pa
                           "choose a writable --workdir") from None
   config = json.loads(json.dumps(config, default=str))  # as saved: tuples become lists
   marker = path / RUN_MARKER
-  entries = sorted(p.name for p in path.iterdir())
+  entries = sorted(p.name for p in path.iterdir() if p.name != LAUNCH_SUBDIR)
   if not marker.exists():
     if entries:
       raise CheckpointError(

@@ -1,0 +1,122 @@
+"""Which cluster a `--multihost` process runs in, read from the environment each platform sets.
+
+`jax.distributed.initialize()` detects the same platforms itself; this module names the one
+found (for the log line and for a clear error where none is), and passes the coordinator and
+process numbers explicitly where they are given as `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`
+and `JAX_PROCESS_ID` (for instance inside SLURM when node names do not resolve).
+
+  - SLURM, inside an `srun` step: SLURM_JOB_ID, SLURM_STEP_NODELIST, SLURM_NTASKS, SLURM_PROCID,
+    SLURM_LOCALID (the coordinator: the step's first node, port from the job id, as jax does);
+  - a Cloud TPU VM slice or a TPU pod on GKE: TPU_WORKER_ID and TPU_WORKER_HOSTNAMES (or
+    TPU_PROCESS_ADDRESSES); several slices add MEGASCALE_COORDINATOR_ADDRESS,
+    MEGASCALE_NUM_SLICES and MEGASCALE_SLICE_ID;
+  - a GKE indexed Job (GPU JobSets): JOB_COMPLETION_INDEX, with the number of processes and the
+    coordinator given as JAX_NUM_PROCESSES and JAX_COORDINATOR_ADDRESS.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from dl_jax.errors import ConfigError
+
+TPU_COORDINATOR_PORT = 8476  # jax's port for TPU clusters
+EXPLICIT = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  kind: str  # "explicit", "slurm", "tpu" (one slice), "tpu_multislice" or "gke_indexed_job"
+  process_id: int
+  num_processes: int
+  coordinator: str  # host:port
+
+  def describe(self) -> str:
+    return (f"{self.kind}: process {self.process_id} of {self.num_processes}, coordinator "
+            f"{self.coordinator}")
+
+
+def _int(environ: Mapping[str, str], name: str) -> int:
+  value = environ[name]
+  try:
+    return int(value)
+  except ValueError:
+    raise ConfigError(f"{name}={value!r} is not an integer; accepted: the process count or "
+                      "index the platform sets") from None
+
+
+def first_slurm_host(node_list: str) -> str:
+  """The first host of a SLURM node list: 'gpu[003-005,9],cpu1' -> 'gpu003', 'r[2-3]-n[1-4]'
+  -> 'r2-n1'."""
+  depth, end = 0, len(node_list)
+  for i, char in enumerate(node_list):
+    depth += {"[": 1, "]": -1}.get(char, 0)
+    if char == "," and depth == 0:
+      end = i
+      break
+  first = node_list[:end]
+  if "[" not in first:
+    return first
+  prefix, rest = first.split("[", 1)
+  ranges, suffix = rest.split("]", 1)
+  return prefix + ranges.split(",")[0].split("-")[0] + first_slurm_host(suffix)
+
+
+def detect(environ: Mapping[str, str] | None = None) -> Cluster | None:
+  """The cluster the environment describes, or None (a single process, or an unknown platform)."""
+  env = os.environ if environ is None else environ
+  override = env.get("JAX_COORDINATOR_ADDRESS")
+  if all(k in env for k in EXPLICIT):
+    return Cluster("explicit", _int(env, "JAX_PROCESS_ID"), _int(env, "JAX_NUM_PROCESSES"),
+                   env["JAX_COORDINATOR_ADDRESS"])
+  if all(k in env for k in SLURM):
+    port = _int(env, "SLURM_JOB_ID") % 2**12 + (65535 - 2**12 + 1)
+    return Cluster("slurm", _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"),
+                   override or f"{first_slurm_host(env['SLURM_STEP_NODELIST'])}:{port}")
+  hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES")
+  if "TPU_WORKER_ID" in env and hosts:
+    workers = hosts.split(",")
+    worker = _int(env, "TPU_WORKER_ID")
+    if not 0 <= worker < len(workers):
+      raise ConfigError(f"TPU_WORKER_ID={worker} is outside the {len(workers)} workers of "
+                        f"TPU_WORKER_HOSTNAMES={hosts!r}")
+    if "MEGASCALE_COORDINATOR_ADDRESS" in env:
+      slices, slice_id = _int(env, "MEGASCALE_NUM_SLICES"), _int(env, "MEGASCALE_SLICE_ID")
+      host = env["MEGASCALE_COORDINATOR_ADDRESS"].split(":")[0]
+      return Cluster("tpu_multislice", slice_id * len(workers) + worker, slices * len(workers),
+                     override or f"{host}:{TPU_COORDINATOR_PORT}")
+    return Cluster("tpu", worker, len(workers),
+                   override or f"{workers[0].split(':')[0]}:{TPU_COORDINATOR_PORT}")
+  if "JOB_COMPLETION_INDEX" in env:
+    missing = [k for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES") if k not in env]
+    if missing:
+      raise ConfigError(f"a GKE indexed Job (JOB_COMPLETION_INDEX is set) needs "
+                        f"{' and '.join(missing)} in the environment; accepted: set them in the "
+                        "Job's container spec")
+    return Cluster("gke_indexed_job", _int(env, "JOB_COMPLETION_INDEX"),
+                   _int(env, "JAX_NUM_PROCESSES"), env["JAX_COORDINATOR_ADDRESS"])
+  return None
+
+
+def initialize(environ: Mapping[str, str] | None = None) -> Cluster:
+  """`jax.distributed.initialize` for the detected cluster; a ConfigError where there is none."""
+  cluster = detect(environ)
+  if cluster is None:
+    raise ConfigError(
+        "--multihost found no cluster in the environment; accepted: an `srun` step of a SLURM "
+        "job, a Cloud TPU VM or GKE TPU worker (TPU_WORKER_ID, TPU_WORKER_HOSTNAMES), or "
+        f"{', '.join(EXPLICIT)} set by hand")
+  if not 0 <= cluster.process_id < cluster.num_processes:
+    raise ConfigError(f"process id {cluster.process_id} is outside 0..{cluster.num_processes - 1} "
+                      f"({cluster.kind})")
+  env = os.environ if environ is None else environ
+  if cluster.kind in ("explicit", "gke_indexed_job"):
+    kwargs = {"coordinator_address": cluster.coordinator,
+              "num_processes": cluster.num_processes, "process_id": cluster.process_id}
+  else:  # jax detects the platform itself, as here; an explicit coordinator overrides its guess
+    kwargs = {k: env[v] for k, v in [("coordinator_address", "JAX_COORDINATOR_ADDRESS")]
+              if v in env}
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.distributed.initialize(**kwargs)
+  return cluster
