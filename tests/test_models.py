@@ -142,6 +142,8 @@ def test_names_partition_the_registry_by_family():
   assert sorted(sum(by_family.values(), [])) == registry.names()
   assert by_family["image"] == IMAGE_MODELS
   assert by_family["graph"] == ["graph_deepsets", "graph_gcn", "graph_gin"]
+  assert by_family["vae"] == ["vae_conv", "vae_mlp"]
+  assert by_family["sequence"] == ["gru_classifier", "lstm_classifier", "rnn_classifier"]
   assert by_family["text"] == ["nplm"] and "gcn" in by_family["node"]
   assert registry.get("gcn", family="node").family == "node"
 

@@ -19,9 +19,12 @@ CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, denoise_ecg, denoise_
                 "gnn_wordnet_full, localize_mnist, mnist1d_cnn, mnist1d_cnn_shuffled, "
                 "mnist1d_logreg, "
                 "mnist1d_mlp, mnist1d_mlp_shuffled, mnist_cnn, mnist_mlp, nbody_egnn, nbody_gnn, "
-                "nbody_linear, nplm, oneshot_kanji, siamese_mnist, style_transfer, "
+                "nbody_linear, nplm, oneshot_kanji, seq_mnist_permuted_gru, "
+                "seq_mnist_permuted_lstm, seq_mnist_pixels_gru, seq_mnist_pixels_lstm, "
+                "seq_mnist_rows_gru, seq_mnist_rows_lstm, siamese_mnist, style_transfer, "
                 "triplet_mnist, unet_mnist, "
-                "unet_mnist_noskip, word2vec_cbow, word2vec_skipgram, yolo_mnist")
+                "unet_mnist_noskip, vae_conv, vae_mlp, vae_mlp_2d, "
+                "word2vec_cbow, word2vec_skipgram, yolo_mnist")
 ACCEPTED_HERE = ("accepted: a python file defining get_config() such as "
                  f"experiments/configs/<name>.py, <name> one of {CONFIG_NAMES}")
 

@@ -38,11 +38,13 @@ TASKS = {
     "word_embeddings": "dl_jax.tasks.word_embeddings:WordEmbeddings",
     "nbody": "dl_jax.tasks.nbody:NBody",
     "autoencoding": "dl_jax.tasks.autoencoding:Autoencoding",
+    "vae": "dl_jax.tasks.vae:VAE",
     "metric_learning": "dl_jax.tasks.metric_learning:MetricLearning",
     "localization": "dl_jax.tasks.localization:Localization",
     "segmentation": "dl_jax.tasks.segmentation:Segmentation",
     "denoising": "dl_jax.tasks.denoising:Denoising",
     "style_transfer": "dl_jax.tasks.style_transfer:StyleTransfer",
+    "sequence_classification": "dl_jax.tasks.sequence_classification:SequenceClassification",
 }
 
 # The engine's own config keys.

@@ -29,6 +29,8 @@ from dl_jax.errors import ConfigError
 from dl_jax.models import (alexnet, autoencoder, blueprint, cnn, denoiser, detection, egnn,
                            embedding, gnn, googlenet, lenet, mlp, nplm, p4cnn, resnet, signal,
                            style_features, unet, vgg)
+from dl_jax.models import vae
+from dl_jax.models import recurrent
 from dl_jax.models.spec import FAMILIES, ModelSpec, count_params  # noqa: F401 (re-exported)
 
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32", "float64")
@@ -51,7 +53,7 @@ def _table(*modules) -> Mapping[str, ModelSpec]:
 MODELS: Mapping[str, ModelSpec] = _table(mlp, cnn, p4cnn, blueprint, lenet, alexnet, vgg,
                                          googlenet, resnet, signal, gnn, nplm, egnn,
                                          autoencoder, embedding, unet, denoiser, detection,
-                                         style_features)
+                                         style_features, vae, recurrent)
 
 
 def _check_family(family: str | None) -> None:

@@ -17,6 +17,9 @@ Families, by what a model takes and returns (batch = the number of examples):
   [batch, 5, 3], "charges" [batch, 5, 1]} (the N-body task) -> positions [batch, 5, 3];
 - autoencoder: images [batch, 28, 28, 1] -> a logit per pixel [batch, 28, 28, 1] (section
   5.5.1; the models also have `encode` and `decode`);
+- vae: images [batch, 28, 28, 1] -> the Bernoulli logits of the reconstruction from the mean
+  code [batch, 28, 28, 1] (variational autoencoders, section 1.5; `encode` gives the mean and
+  log-variance of q(z|x), `decode` the logits of p(x|z));
 - embedding: images [batch, 28, 28, 1] -> embeddings [batch, embed_dim] (section 5.5.2);
 - localizer: canvases [batch, S, S, 1] (S = hp "image_size"; section 5.3.3) -> one object's
   box and class [batch, 4 + num_classes]: 4 box outputs, then class logits;
@@ -28,7 +31,10 @@ Families, by what a model takes and returns (batch = the number of examples):
 - dense_1d: signals [batch, L, 1] (L = hp "length") -> [batch, L, out_channels] (denoising
   of 1-D signals);
 - text: the n - 1 previous word ids [batch, context_size] (section 3.2) -> logits over the
-  vocabulary [batch, vocab_size].
+  vocabulary [batch, vocab_size];
+- sequence: sequences [batch, T, F] -> logits [batch, num_classes] (recurrent networks; the
+  examples are [batch, 20, 1], and the parameter count, which does not depend on T, is that of
+  pixel-by-pixel MNIST, 784 steps of 1 pixel).
 
 Every model is called as `model.apply(variables, *spec.example_inputs(...))` for evaluation
 (its other arguments, `train` or `deterministic`, default to evaluation).
@@ -49,6 +55,7 @@ import numpy as np
 AUX_LOGITS = "aux_logits"
 GRAPH_FEATURES = 8  # node features of the example graphs
 _GRAPH_SIZES = (5, 1, 3, 6)  # nodes of example graph i: _GRAPH_SIZES[i % 4]
+SEQUENCE_STEPS = 20  # time steps of the example sequences
 
 
 def count_params(variables) -> int:
@@ -117,6 +124,8 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
            lambda b, hp: (b, 5, 3), True, "dynamics of charged particles in 3-D"),
     Family("autoencoder", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, 28, 28, 1), True, "images reconstructed through a code"),
+    Family("vae", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, 28, 28, 1), True, "variational autoencoders of binary images"),
     Family("embedding", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, hp["embed_dim"]), True, "images embedded in a metric space"),
     Family("localizer", lambda b, dtype, hp: (_normal(b, (hp["image_size"],) * 2 + (1,), dtype),),
@@ -135,6 +144,8 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
     Family("text", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
         0, hp["vocab_size"], (b, hp["context_size"])), jnp.int32),),
            lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),
+    Family("sequence", lambda b, dtype, hp: (_normal(b, (SEQUENCE_STEPS, 1), dtype),),
+           lambda b, hp: (b, hp["num_classes"]), True, "sequences of steps, one class each"),
 )})
 
 

@@ -1,0 +1,278 @@
+"""Recurrent networks (the models for sequential data of the course overview, section 1.5): the
+Elman RNN, LSTM and GRU cells written out from their equations, their unroll over time with
+`jax.lax.scan`, stacked and bidirectional encoders, and backpropagation through time written
+out for the Elman cell.
+
+The cells follow flax.linen's conventions: `cell(carry, x_t) -> (new_carry, y_t)` on inputs
+[..., F], `cell.initialize_carry(rng, input_shape)`, `num_feature_axes == 1`; the carry is h
+(Elman, GRU) or (c, h) (LSTM), and y_t = h_t. With H hidden units and G gates, a cell holds
+
+    input_kernel [F, G*H]   recurrent_kernel [H, G*H]   bias [G*H]   (GRU: recurrent_bias [H])
+
+the gate blocks side by side in the order of the equations: LSTM (i, f, g, o), GRU (r, z, n),
+Elman one block. Parameters are float32; products run in the compute dtype `dtype`, and the carry
+stays in float32 (the promotion of float32 and `dtype`) so that long unrolls in bfloat16 do not
+round the state at every step. The unroll computes the input terms x_t W_x + b of all steps in
+one product before the scan (they do not depend on the state), so each scan step is one product
+with the recurrent kernel.
+"""
+
+import functools
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CELLS = ("elman", "lstm", "gru")
+GATES = {"elman": 1, "lstm": 4, "gru": 3}
+
+
+def _per_gate(init, gates: int):
+  """An initializer of a [rows, gates * H] kernel: `init` applied to each gate's block."""
+  def initializer(key, shape, dtype=jnp.float32):
+    rows, cols = shape
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (rows, cols // gates), dtype) for k in keys], axis=-1)
+  return initializer
+
+
+def _bias_init(cell: str, features: int, forget_bias: float):
+  """Zeros, but the LSTM forget gate's block: `forget_bias` (Gers et al. 2000; Jozefowicz et al.
+  2015 recommend 1, so that the cell remembers by default at the start of training)."""
+  def initializer(key, shape, dtype=jnp.float32):
+    del key
+    bias = jnp.zeros(shape, dtype)
+    return bias.at[features:2 * features].set(forget_bias) if cell == "lstm" else bias
+  return initializer
+
+
+def cell_parameters(module: nn.Module, cell: str, in_features: int, features: int,
+                    forget_bias: float = 1.0) -> dict:
+  """The float32 parameters of `cell` declared in `module` (call inside its compact method):
+  lecun-normal input kernels, orthogonal recurrent kernels (each gate's block), zero biases."""
+  if cell not in CELLS:
+    raise ValueError(f"unknown cell {cell!r}; accepted: {', '.join(CELLS)}")
+  if features < 1:
+    raise ValueError(f"a recurrent layer needs at least one unit, not {features}")
+  gates = GATES[cell]
+  params = {
+      "input_kernel": module.param("input_kernel", _per_gate(nn.initializers.lecun_normal(),
+                                                             gates),
+                                   (in_features, gates * features), jnp.float32),
+      "recurrent_kernel": module.param("recurrent_kernel",
+                                       _per_gate(nn.initializers.orthogonal(), gates),
+                                       (features, gates * features), jnp.float32),
+      "bias": module.param("bias", _bias_init(cell, features, forget_bias),
+                           (gates * features,), jnp.float32),
+  }
+  if cell == "gru":
+    params["recurrent_bias"] = module.param("recurrent_bias", nn.initializers.zeros,
+                                            (features,), jnp.float32)
+  return params
+
+
+def input_terms(params: dict, x: jax.Array, dtype) -> jax.Array:
+  """x W_x + b for every gate: [..., F] -> [..., G*H] in `dtype`."""
+  return (jnp.dot(x.astype(dtype), params["input_kernel"].astype(dtype))
+          + params["bias"].astype(dtype))
+
+
+def _recurrent_terms(params: dict, h: jax.Array, dtype) -> jax.Array:
+  return jnp.dot(h.astype(dtype), params["recurrent_kernel"].astype(dtype))
+
+
+def elman_step(params: dict, h: jax.Array, x_terms: jax.Array, dtype):
+  """Elman (1990): h_t = tanh(W_x x_t + b + W_h h_{t-1}); y_t = h_t."""
+  new_h = jnp.tanh(x_terms + _recurrent_terms(params, h, dtype)).astype(h.dtype)
+  return new_h, new_h
+
+
+def lstm_step(params: dict, carry, x_terms: jax.Array, dtype):
+  """LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000):
+
+      i = sigma(W_xi x + W_hi h + b_i)     f = sigma(W_xf x + W_hf h + b_f)
+      g = tanh(W_xg x + W_hg h + b_g)      o = sigma(W_xo x + W_ho h + b_o)
+      c' = f * c + i * g                   h' = o * tanh(c')
+
+  the carry is (c, h), the output h'."""
+  c, h = carry
+  i, f, g, o = jnp.split(x_terms + _recurrent_terms(params, h, dtype), 4, axis=-1)
+  i, f, g, o = nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)
+  new_c = (f * c + i * g).astype(c.dtype)
+  new_h = (o * jnp.tanh(new_c)).astype(h.dtype)
+  return (new_c, new_h), new_h
+
+
+def gru_step(params: dict, h: jax.Array, x_terms: jax.Array, dtype):
+  """GRU (Cho et al. 2014), with the reset gate applied after the recurrent product (as cuDNN,
+  PyTorch and flax do; Cho et al. apply it before, n = tanh(W_xn x + W_hn (r * h))):
+
+      r = sigma(W_xr x + b_r + W_hr h)     z = sigma(W_xz x + b_z + W_hz h)
+      n = tanh(W_xn x + b_n + r * (W_hn h + b_hn))
+      h' = (1 - z) * n + z * h."""
+  x_r, x_z, x_n = jnp.split(x_terms, 3, axis=-1)
+  h_r, h_z, h_n = jnp.split(_recurrent_terms(params, h, dtype), 3, axis=-1)
+  r, z = nn.sigmoid(x_r + h_r), nn.sigmoid(x_z + h_z)
+  n = jnp.tanh(x_n + r * (h_n + params["recurrent_bias"].astype(dtype)))
+  new_h = ((1 - z) * n + z * h).astype(h.dtype)
+  return new_h, new_h
+
+
+STEPS = {"elman": elman_step, "lstm": lstm_step, "gru": gru_step}
+
+
+def compute_dtype(dtype, x: jax.Array):
+  """`dtype`, or (None) that of the inputs promoted with the float32 parameters."""
+  return jnp.dtype(dtype) if dtype is not None else jnp.result_type(x.dtype, jnp.float32)
+
+
+def zero_carry(cell: str, batch_shape: tuple[int, ...], features: int, dtype=jnp.float32):
+  """The initial state: h = 0 (and c = 0 for the LSTM), float32 (or wider) whatever the compute
+  dtype."""
+  dtype = jnp.promote_types(dtype, jnp.float32)
+  h = jnp.zeros((*batch_shape, features), dtype)
+  return (h, h) if cell == "lstm" else h
+
+
+class _Cell(nn.Module):
+  """One step of a recurrent cell (see the subclasses' equations)."""
+  features: int
+  dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+  cell: ClassVar[str] = ""
+
+  def _forget_bias(self) -> float:
+    return 0.0
+
+  @nn.compact
+  def __call__(self, carry, inputs: jax.Array):
+    params = cell_parameters(self, self.cell, inputs.shape[-1], self.features,
+                             self._forget_bias())
+    dtype = compute_dtype(self.dtype, inputs)
+    return STEPS[self.cell](params, carry, input_terms(params, inputs, dtype), dtype)
+
+  @nn.nowrap
+  def initialize_carry(self, rng, input_shape: tuple[int, ...]):
+    del rng
+    return zero_carry(self.cell, tuple(input_shape[:-1]), self.features)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
+
+class ElmanCell(_Cell):
+  """The Elman (simple) recurrent cell; see `elman_step`."""
+  cell: ClassVar[str] = "elman"
+
+
+class LSTMCell(_Cell):
+  """The LSTM cell; see `lstm_step`."""
+  forget_bias: float = 1.0  # initial bias of the forget gate
+  cell: ClassVar[str] = "lstm"
+
+  def _forget_bias(self) -> float:
+    return self.forget_bias
+
+
+class GRUCell(_Cell):
+  """The GRU cell; see `gru_step`."""
+  cell: ClassVar[str] = "gru"
+
+
+class Recurrent(nn.Module):
+  """One recurrent layer unrolled over time with `jax.lax.scan`: inputs [batch, T, F] ->
+  (final carry, outputs [batch, T, H]). `reverse` runs from t = T to 1 (the backward half of a
+  bidirectional layer), the outputs staying in input order."""
+  cell: str = "lstm"
+  features: int = 128
+  reverse: bool = False
+  forget_bias: float = 1.0  # LSTM only
+  dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, carry=None):
+    params = cell_parameters(self, self.cell, inputs.shape[-1], self.features,
+                             self.forget_bias if self.cell == "lstm" else 0.0)
+    dtype = compute_dtype(self.dtype, inputs)
+    if carry is None:
+      carry = zero_carry(self.cell, inputs.shape[:1], self.features, dtype)
+    x_terms = jnp.swapaxes(input_terms(params, inputs, dtype), 0, 1)  # [T, batch, G*H]
+    step = functools.partial(STEPS[self.cell], params, dtype=dtype)
+    carry, outputs = jax.lax.scan(lambda c, x: step(c, x), carry, x_terms,
+                                  reverse=self.reverse)
+    return carry, jnp.swapaxes(outputs, 0, 1)
+
+
+class RecurrentEncoder(nn.Module):
+  """`num_layers` stacked recurrent layers, each the input of the next; bidirectional: each layer
+  is a forward and a backward layer whose outputs are concatenated per step (Schuster & Paliwal
+  1997). Returns (outputs [batch, T, H or 2H], summary [batch, H or 2H]): the summary is the
+  last forward output, with the backward layer's output at t = 1 (its final state) beside it."""
+  cell: str = "lstm"
+  features: int = 128
+  num_layers: int = 1
+  bidirectional: bool = False
+  forget_bias: float = 1.0
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array):
+    if self.num_layers < 1:
+      raise ValueError(f"num_layers={self.num_layers} must be at least 1")
+    layer = functools.partial(Recurrent, self.cell, self.features, forget_bias=self.forget_bias,
+                              dtype=self.dtype)
+    x = inputs
+    for i in range(self.num_layers):
+      if self.bidirectional:
+        _, forward = layer(name=f"layer{i}_forward")(x)
+        _, backward = layer(reverse=True, name=f"layer{i}_backward")(x)
+        x = jnp.concatenate([forward, backward], axis=-1)
+      else:
+        _, x = layer(name=f"layer{i}")(x)
+    if self.bidirectional:
+      return x, jnp.concatenate([x[:, -1, :self.features], x[:, 0, self.features:]], axis=-1)
+    return x, x[:, -1]
+
+
+def elman_bptt(params: dict, xs: jax.Array, h0: jax.Array, grad_outputs: jax.Array,
+               truncation: int = 0):
+  """Backpropagation through time for the Elman cell, written out.
+
+  Forward, t = 1..T: a_t = x_t W_x + h_{t-1} W_h + b, h_t = tanh(a_t). `grad_outputs` holds
+  dL/dh_t from outside the recurrence (e.g. a loss on each output); the gradient flows back:
+
+      delta_h_t = dL/dh_t + delta_a_{t+1} W_h^T      (delta_a_{T+1} = 0)
+      delta_a_t = delta_h_t * (1 - h_t^2)
+      dL/dW_x = sum_t x_t^T delta_a_t     dL/dW_h = sum_t h_{t-1}^T delta_a_t
+      dL/db = sum_t delta_a_t
+      dL/dx_t = delta_a_t W_x^T         dL/dh_0 = delta_a_1 W_h^T
+
+  `truncation` > 0: truncated BPTT, the sequence cut into chunks of that many steps, and nothing
+  flows from a chunk into the one before (a step of 0-based index i with i % truncation == 0
+  starts a chunk, the first included: dL/dh_0 = 0). Arrays are time-major: xs [T, batch, F],
+  h0 [batch, H], grad_outputs [T, batch, H]. Returns ({"input_kernel", "recurrent_kernel",
+  "bias"}, dL/dxs, dL/dh0).
+  """
+  w_x, w_h, b = params["input_kernel"], params["recurrent_kernel"], params["bias"]
+
+  def forward(h, x):
+    h = jnp.tanh(x @ w_x + h @ w_h + b)
+    return h, h
+  _, hs = jax.lax.scan(forward, h0, xs)
+  previous = jnp.concatenate([h0[None], hs[:-1]])  # h_{t-1}
+  steps = jnp.arange(len(xs))
+  starts_chunk = (steps % truncation == 0) if truncation else jnp.zeros(len(xs), bool)
+
+  def backward(from_later, inputs):  # from_later = delta_a_{t+1} W_h^T
+    grad, h, start = inputs
+    delta_a = (grad + from_later) * (1 - h * h)
+    to_earlier = jnp.where(start, 0.0, delta_a @ w_h.T)
+    return to_earlier, delta_a
+  _, delta_a = jax.lax.scan(backward, jnp.zeros_like(h0), (grad_outputs, hs, starts_chunk),
+                            reverse=True)
+  grads = {"input_kernel": jnp.einsum("tbf,tbh->fh", xs, delta_a),
+           "recurrent_kernel": jnp.einsum("tbk,tbh->kh", previous, delta_a),
+           "bias": delta_a.sum((0, 1))}
+  grad_h0 = jnp.where(starts_chunk[0], 0.0, delta_a[0] @ w_h.T)
+  return grads, delta_a @ w_x.T, grad_h0
