@@ -34,7 +34,7 @@ import optax
 from dl_jax import optim, plots
 from dl_jax.data.images import mnist, pipeline
 from dl_jax.engine import checks, sharding
-from dl_jax.engine.task import Plan, Task, jit_step
+from dl_jax.engine.task import jit_step
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry
 from dl_jax.models.spec import count_params
@@ -118,7 +118,7 @@ def unit_images(raw: dict) -> dict:
   return out
 
 
-class Autoencoding(Task):
+class Autoencoding(classification.EpochTask):
   """`config.model` (an autoencoder) on `config.dataset`; `val_size` training images held out
   for validation, the test set at the end."""
 
@@ -176,20 +176,6 @@ class Autoencoding(Task):
     self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
                                          jax.process_index(), jax.process_count())
     self._val_inputs = None
-
-  def plan(self) -> Plan:
-    return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
-                eval_every_steps=self.steps_per_epoch if len(self.val) else 0)
-
-  def init(self, key):
-    return classification.create_train_state(self.model, self.tx, jax.random.key_data(key),
-                                             self.train.images.shape[1:])
-
-  def advance(self, state, step, stop):
-    del stop
-    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
-                                                                  self.mesh))
-    return state, step + 1, {"train": metrics}
 
   def noisy(self, split: pipeline.Split, stream: int) -> np.ndarray:
     """The split's images through n(x), drawn once from (seed, stream): the same inputs at

@@ -282,7 +282,28 @@ def evaluate_split(state: TrainState, split: pipeline.Split, batch_size: int, me
   return {"loss": sums["loss"] / sums["count"], "accuracy": sums["correct"] / sums["count"]}
 
 
-class ImageClassification(Task):
+class EpochTask(Task):
+  """A task trained on epochs of batches of `self.train` (a `pipeline.Split`), one jitted step
+  per batch, validated every epoch where there is a validation split: the plan, the train state
+  and the step that its subclasses share. They set model, tx, train, val, steps_per_epoch,
+  schedule_steps, _train_step (state, batch -> state, metrics) and _batches (step -> batch)."""
+
+  def plan(self) -> Plan:
+    return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
+                eval_every_steps=self.steps_per_epoch if len(self.val) else 0)
+
+  def init(self, key) -> TrainState:
+    return create_train_state(self.model, self.tx, jax.random.key_data(key),
+                              self.train.images.shape[1:])
+
+  def advance(self, state, step, stop):
+    del stop
+    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
+                                                                  self.mesh))
+    return state, step + 1, {"train": metrics}
+
+
+class ImageClassification(EpochTask):
   """`config.model` (a registered model of the dataset's family) on `config.dataset`; `val_size`
   training examples held out for validation (section 2.5.1), the official test set at the end."""
 
@@ -379,19 +400,9 @@ class ImageClassification(Task):
                           f"{', '.join(layers)}")
     return tuple(dict.fromkeys(frozen))
 
-  def plan(self) -> Plan:
-    return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
-                eval_every_steps=self.steps_per_epoch if len(self.val) else 0)
-
   def init(self, key) -> TrainState:
     return create_train_state(self.model, self.tx, jax.random.key_data(key), self.input_shape,
                               self.transferred)
-
-  def advance(self, state, step, stop):
-    del stop
-    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
-                                                                  self.mesh))
-    return state, step + 1, {"train": metrics}
 
   def _eval(self, state, split):
     return evaluate_split(state, split, self.config.eval_batch_size, self.mesh, self._eval_step)

@@ -19,7 +19,7 @@ import optax
 from dl_jax import optim
 from dl_jax.data.images import mnist, pipeline
 from dl_jax.engine import checks, sharding
-from dl_jax.engine.task import Plan, Task, jit_step
+from dl_jax.engine.task import jit_step
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry
 from dl_jax.models.spec import count_params
@@ -59,7 +59,7 @@ def make_optimizer(config, schedule_steps: int) -> optax.GradientTransformation:
   return tx
 
 
-class SequenceClassification(Task):
+class SequenceClassification(classification.EpochTask):
   """`config.model` (a sequence model) on MNIST or Fashion-MNIST read in `config.order`;
   `val_size` training images held out for validation, the test set at the end."""
 
@@ -109,20 +109,6 @@ class SequenceClassification(Task):
     self._eval_step = jax.jit(classification.eval_step)
     self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
                                          jax.process_index(), jax.process_count())
-
-  def plan(self) -> Plan:
-    return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
-                eval_every_steps=self.steps_per_epoch if len(self.val) else 0)
-
-  def init(self, key):
-    return classification.create_train_state(self.model, self.tx, jax.random.key_data(key),
-                                             self.train.images.shape[1:])
-
-  def advance(self, state, step, stop):
-    del stop
-    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
-                                                                  self.mesh))
-    return state, step + 1, {"train": metrics}
 
   def _eval(self, state, split: pipeline.Split) -> dict:
     return classification.evaluate_split(state, split, self.config.eval_batch_size, self.mesh,

@@ -31,7 +31,7 @@ from jax.scipy import special
 from dl_jax import optim, plots
 from dl_jax.data.images import binarized_mnist, mnist, pipeline
 from dl_jax.engine import checks, sharding
-from dl_jax.engine.task import Plan, Task, jit_step
+from dl_jax.engine.task import jit_step
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry
 from dl_jax.models import vae
@@ -110,7 +110,7 @@ def save_grid(images: np.ndarray, columns: int, out_path, title: str) -> None:
   plt.close(fig)
 
 
-class VAE(Task):
+class VAE(classification.EpochTask):
   """`config.model` (a VAE) on statically binarized MNIST; see the module docstring."""
 
   CHECKS = {
@@ -164,20 +164,6 @@ class VAE(Task):
         {"params": params}, x, key, config.iwae_samples, config.iwae_chunk, method=iwae_nll))
     self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
                                          jax.process_index(), jax.process_count())
-
-  def plan(self) -> Plan:
-    return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
-                eval_every_steps=self.steps_per_epoch if len(self.val) else 0)
-
-  def init(self, key):
-    return classification.create_train_state(self.model, self.tx, jax.random.key_data(key),
-                                             self.train.images.shape[1:])
-
-  def advance(self, state, step, stop):
-    del stop
-    state, metrics = self._train_step(state, sharding.shard_batch(self._batches(step),
-                                                                  self.mesh))
-    return state, step + 1, {"train": metrics}
 
   def _key(self, stream: int, index: int = 0):
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.config.seed), stream),
