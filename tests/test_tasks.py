@@ -27,26 +27,27 @@ from dl_jax.engine import checks
 from tests.conftest import ROOT, experiment_cmd, run
 
 # task -> (experiment, flags of a short real-data run, the checkpoint step to kill it after); the
-# run goes on for at least two checkpoints after it (the SIGTERM comes after the next one)
+# run goes on for at least two checkpoints after it (the SIGTERM comes after the next one), with
+# steps to spare after those: the signal must reach a run still training
 SHORT_RUNS = {
     "denoising": ("denoise_mnist", (
         "--config.train_subset=512", "--config.val_size=200", "--config.test_subset=200",
         "--config.model_kwargs.depth=4", "--config.model_kwargs.features=16",
-        "--config.batch_size=32", "--config.num_epochs=2", "--config.classical=false",
+        "--config.batch_size=32", "--config.num_epochs=4", "--config.classical=false",
         "--config.checkpoint_every_steps=8",
         "--config.log_every_steps=4", "--config.keep_checkpoints=10"), 8),
     "autoencoding": ("ae_mlp", (
         "--config.train_subset=3200", "--config.val_size=1000", "--config.test_subset=1000",
-        "--config.num_epochs=3", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
+        "--config.num_epochs=6", "--config.probe_steps=50", "--config.checkpoint_every_steps=25",
         "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 25),
     "vae": ("vae_mlp", (
         "--config.train_subset=2560", "--config.val_size=500", "--config.test_subset=500",
-        "--config.num_epochs=4", "--config.iwae_samples=20", "--config.iwae_chunk=10",
+        "--config.num_epochs=10", "--config.iwae_samples=20", "--config.iwae_chunk=10",
         "--config.iwae_batch_size=50", "--config.nll_test_size=100",
         "--config.checkpoint_every_steps=20", "--config.log_every_steps=10",
         "--config.keep_checkpoints=10"), 20),
     "metric_learning": ("triplet_mnist", (
-        "--config.num_steps=40", "--config.eval_every_steps=20", "--config.val_size=500",
+        "--config.num_steps=60", "--config.eval_every_steps=20", "--config.val_size=500",
         "--config.episodes=100", "--config.verification_pairs=1000",
         "--config.checkpoint_every_steps=10", "--config.log_every_steps=10",
         "--config.keep_checkpoints=10"), 10),
@@ -61,30 +62,30 @@ SHORT_RUNS = {
         "--config.checkpoint_every_steps=40", "--config.log_every_steps=20",
         "--config.keep_checkpoints=20"), 40),
     "nbody": ("nbody_egnn", (
-        "--config.train_size=500", "--config.batch_size=50", "--config.num_epochs=8",
+        "--config.train_size=500", "--config.batch_size=50", "--config.num_epochs=12",
         "--config.eval_every_epochs=2", "--config.checkpoint_every_steps=20",
         "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 20),
     "localization": ("yolo_mnist", (
         "--config.train_size=512", "--config.val_size=64", "--config.test_size=64",
         "--config.model_kwargs.widths=(8,16,32,32)", "--config.batch_size=32",
-        "--config.eval_batch_size=64", "--config.num_epochs=2", "--config.warmup_steps=0",
+        "--config.eval_batch_size=64", "--config.num_epochs=3", "--config.warmup_steps=0",
         "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
         "--config.keep_checkpoints=10"), 8),
     "segmentation": ("unet_mnist", (
         "--config.train_size=160", "--config.val_size=32", "--config.test_size=32",
         "--config.canvas_size=48", "--config.model_kwargs.image_size=48",
         "--config.model_kwargs.features=(8,16,32)", "--config.batch_size=16",
-        "--config.eval_batch_size=32", "--config.num_epochs=2", "--config.figure_count=2",
+        "--config.eval_batch_size=32", "--config.num_epochs=3", "--config.figure_count=2",
         "--config.checkpoint_every_steps=5", "--config.log_every_steps=5",
         "--config.keep_checkpoints=10"), 5),
     "style_transfer": ("style_transfer", (
-        "--config.image_size=32", "--config.num_steps=20", "--config.features=trained",
+        "--config.image_size=32", "--config.num_steps=32", "--config.features=trained",
         "--config.optimizer=adam", "--config.learning_rate=0.02",
         "--config.feature_steps=10", "--config.checkpoint_every_steps=4",
         "--config.log_every_steps=4", "--config.keep_checkpoints=10"), 4),
     "sequence_classification": ("seq_mnist_rows_gru", (
         "--config.train_subset=640", "--config.val_size=200", "--config.test_subset=200",
-        "--config.model_kwargs.hidden=32", "--config.batch_size=32", "--config.num_epochs=2",
+        "--config.model_kwargs.hidden=32", "--config.batch_size=32", "--config.num_epochs=4",
         "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
         "--config.keep_checkpoints=10"), 8),
     "word_embeddings": ("word2vec_skipgram", (
