@@ -123,20 +123,8 @@ class Autoencoding(classification.EpochTask):
   for validation, the test set at the end."""
 
   CHECKS = {
-      "model": checks.string,
-      "model_kwargs": checks.hyper_parameters,
+      **classification.EpochTask.CHECKS,
       "dataset": checks.one_of(*mnist.NAMES),
-      "val_size": checks.nonnegative_int("no validation split"),
-      "split_seed": checks.any_int,
-      "train_subset": checks.nonnegative_int("all training images"),
-      "test_subset": checks.nonnegative_int("the whole test set"),
-      "batch_size": checks.positive_int,
-      "eval_batch_size": checks.positive_int,
-      "num_epochs": checks.positive_int,
-      "optimizer": checks.one_of(*optim.OPTIMIZERS),
-      "learning_rate": checks.positive_number,
-      "lr_schedule": checks.one_of(*optim.SCHEDULES),
-      "warmup_steps": checks.nonnegative_int("no warm-up"),
       "loss": checks.one_of(*LOSSES),
       "code_l1": checks.nonnegative_number,
       "noise": checks.one_of(*NOISES),

@@ -286,7 +286,24 @@ class EpochTask(Task):
   """A task trained on epochs of batches of `self.train` (a `pipeline.Split`), one jitted step
   per batch, validated every epoch where there is a validation split: the plan, the train state
   and the step that its subclasses share. They set model, tx, train, val, steps_per_epoch,
-  schedule_steps, _train_step (state, batch -> state, metrics) and _batches (step -> batch)."""
+  schedule_steps, _train_step (state, batch -> state, metrics) and _batches (step -> batch).
+  CHECKS: the config keys of the split, the batches and the optimizer, which they share."""
+
+  CHECKS = {
+      "model": checks.string,
+      "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
+      "val_size": checks.nonnegative_int("no validation split"),
+      "split_seed": checks.any_int,
+      "train_subset": checks.nonnegative_int("all training images"),
+      "test_subset": checks.nonnegative_int("the whole test set"),
+      "batch_size": checks.positive_int,
+      "eval_batch_size": checks.positive_int,
+      "num_epochs": checks.positive_int,
+      "optimizer": checks.one_of(*optim.OPTIMIZERS),
+      "learning_rate": checks.positive_number,
+      "lr_schedule": checks.one_of(*optim.SCHEDULES),
+      "warmup_steps": checks.nonnegative_int("no warm-up"),
+  }
 
   def plan(self) -> Plan:
     return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
@@ -308,21 +325,9 @@ class ImageClassification(EpochTask):
   training examples held out for validation (section 2.5.1), the official test set at the end."""
 
   CHECKS = {
-      "model": checks.string,
-      "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
+      **EpochTask.CHECKS,
       "dataset": checks.one_of(*DATASETS),
       "classes": checks.int_tuple(low=0, min_length=0),
-      "val_size": checks.nonnegative_int("no validation split"),
-      "split_seed": checks.any_int,
-      "train_subset": checks.nonnegative_int("all training images"),
-      "test_subset": checks.nonnegative_int("the whole test set"),
-      "batch_size": checks.positive_int,
-      "eval_batch_size": checks.positive_int,
-      "num_epochs": checks.positive_int,
-      "optimizer": checks.one_of(*optim.OPTIMIZERS),
-      "learning_rate": checks.positive_number,
-      "lr_schedule": checks.one_of(*optim.SCHEDULES),
-      "warmup_steps": checks.nonnegative_int("no warm-up"),
       "weight_l1": checks.nonnegative_number,
       "weight_l2": checks.nonnegative_number,
       "aux_loss_weight": checks.nonnegative_number,

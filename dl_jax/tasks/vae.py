@@ -114,20 +114,8 @@ class VAE(classification.EpochTask):
   """`config.model` (a VAE) on statically binarized MNIST; see the module docstring."""
 
   CHECKS = {
-      "model": checks.string,
-      "model_kwargs": checks.hyper_parameters,
+      **classification.EpochTask.CHECKS,
       "binarization_seed": checks.nonnegative_int("the first binarization"),
-      "val_size": checks.nonnegative_int("no validation split"),
-      "split_seed": checks.any_int,
-      "train_subset": checks.nonnegative_int("all training images"),
-      "test_subset": checks.nonnegative_int("the whole test set"),
-      "batch_size": checks.positive_int,
-      "eval_batch_size": checks.positive_int,
-      "num_epochs": checks.positive_int,
-      "optimizer": checks.one_of(*optim.OPTIMIZERS),
-      "learning_rate": checks.positive_number,
-      "lr_schedule": checks.one_of(*optim.SCHEDULES),
-      "warmup_steps": checks.nonnegative_int("no warm-up"),
       "iwae_samples": checks.positive_int,
       "iwae_chunk": checks.positive_int,
       "iwae_batch_size": checks.positive_int,
