@@ -87,7 +87,17 @@ def main(argv, config_path=None, config_overrides=()):
       jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     workdir = FLAGS.workdir or str(pathlib.Path("runs") / config.experiment)
     from dl_jax import engine  # pylint: disable=g-import-not-at-top
-    engine.run(config, workdir)
+    try:
+      engine.run(config, workdir)
+    except jax.errors.JaxRuntimeError as e:
+      if not FLAGS.multihost or jax.process_count() == 1:
+        raise
+      # Another process died. Exit now: jax's shutdown would wait for the dead process's
+      # heartbeat to time out (100 s) and then abort.
+      message = cluster.collective_failure(e, str(pathlib.Path(workdir) / "checkpoints"))
+      logging.flush()
+      print(f"error: {message}", file=sys.stderr, flush=True)
+      os._exit(1)  # pylint: disable=protected-access
   except DlJaxError as e:
     logging.flush()
     print(f"error: {e}", file=sys.stderr)

@@ -81,6 +81,7 @@ def test_slurm_cpu_nodes_run_tasks_per_node_without_gpus():
 STAND_IN_SRUN = """#!/bin/bash
 { printf srun; printf ' %q' "$@"; echo; } >> "$LOG"
 [[ "$*" == *"launch.sh setup"* ]] && exit 0
+echo $$ > "$LOG.step"
 trap 'echo "experiment: SIGTERM, saved" >> "$LOG"; exit 0' TERM
 echo "experiment: running" >> "$LOG"
 while true; do sleep 0.05; done
@@ -88,14 +89,17 @@ while true; do sleep 0.05; done
 
 
 def test_slurm_script_on_sigterm_stops_the_step_then_requeues_the_job(tmp_path):
-  """The script under bash with stand-ins for srun and scontrol: SIGTERM to the batch shell
-  (what --signal=B:TERM sends) reaches the running step, which saves and exits, then the job
-  is requeued."""
+  """The script under bash with stand-ins for srun, scancel and scontrol: SIGTERM to the batch
+  shell (what --signal=B:TERM sends) is passed to the running step's tasks with scancel (a
+  signalled srun would end the step), which save and exit, then the job is requeued.
+  tests/test_slurm.py does the same against a real SLURM cluster."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   (bin_dir / "srun").write_text(STAND_IN_SRUN)
   (bin_dir / "scontrol").write_text('#!/bin/bash\necho "scontrol $*" >> "$LOG"\n')
-  for tool in ("srun", "scontrol"):
+  (bin_dir / "scancel").write_text('#!/bin/bash\necho "scancel $*" >> "$LOG"\n'
+                                   'kill -TERM "$(cat "$LOG.step")"\n')
+  for tool in ("srun", "scontrol", "scancel"):
     (bin_dir / tool).chmod(0o755)
   log = tmp_path / "log"
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
@@ -112,8 +116,8 @@ def test_slurm_script_on_sigterm_stops_the_step_then_requeues_the_job(tmp_path):
                       "--accelerator=cuda12")
   assert experiment_args(lines[1]) == expected_args()
   assert lines[1].startswith(f"srun --kill-on-bad-exit=1 {tmp_path / 'v'}/bin/python -m ")
-  assert lines[2:] == ["experiment: running", "experiment: SIGTERM, saved",
-                       "scontrol requeue 4242"]
+  assert lines[2:] == ["experiment: running", "scancel --signal=TERM 4242",
+                       "experiment: SIGTERM, saved", "scontrol requeue 4242"]
 
 
 def test_an_unknown_backend_is_one_error_line():

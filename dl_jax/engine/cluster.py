@@ -118,5 +118,47 @@ def initialize(environ: Mapping[str, str] | None = None) -> Cluster:
     kwargs = {k: env[v] for k, v in [("coordinator_address", "JAX_COORDINATOR_ADDRESS")]
               if v in env}
   import jax  # pylint: disable=g-import-not-at-top
+  # Collectives between CPU processes (a CPU cluster, or tests of several processes on one
+  # machine) need a backend; GPU and TPU collectives do not use it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
   return cluster
+
+
+def unresponsive_processes(timeout_s: float = 5.0) -> list[int] | None:
+  """After a collective between processes failed: the processes that do not answer through the
+  coordination service within `timeout_s` (dead ones), or None where the coordination service
+  itself (process 0's) cannot be reached."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  try:
+    client.key_value_set(f"dl_jax/answering/{jax.process_index()}", "1")
+  except Exception:  # pylint: disable=broad-except  (any failure: the service is gone)
+    return None
+  silent = []
+  for i in range(jax.process_count()):
+    try:
+      client.blocking_key_value_get(f"dl_jax/answering/{i}", int(timeout_s * 1000))
+    except Exception:  # pylint: disable=broad-except  (a timeout)
+      silent.append(i)
+  return silent
+
+
+def collective_failure(error: Exception, checkpoints: str) -> str:
+  """The one-line explanation of a collective that failed because another process died."""
+  import jax  # pylint: disable=g-import-not-at-top
+  silent = unresponsive_processes()
+  plural = bool(silent) and len(silent) > 1
+  if silent is None:
+    who = "process 0, the coordinator, cannot be reached (see its log)"
+  elif silent:
+    who = (f"process{'es' if plural else ''} {', '.join(map(str, silent))} of "
+           f"{jax.process_count()} {'do' if plural else 'does'} not answer (see "
+           f"{'their logs' if plural else 'its log'})")
+  else:
+    who = "every process still answers"
+  reason = str(error).splitlines()[0][:200]
+  return (f"process {jax.process_index()}: a collective between processes failed ({reason}); "
+          f"{who} (see its log); the checkpoints in {checkpoints} are intact: run the job again "
+          "to resume from the last one")

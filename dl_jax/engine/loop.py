@@ -28,7 +28,7 @@ from absl import logging
 
 from dl_jax import plots
 from dl_jax.engine import checks, sharding, workdir as workdir_lib, writers
-from dl_jax.errors import ConfigError, NonFiniteError
+from dl_jax.errors import CheckpointError, ConfigError, NonFiniteError
 
 # config.task -> "module:class" of the task (imported only when it runs).
 TASKS = {
@@ -77,7 +77,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Every check of the engine and of the task, and the task's own cross-key checks, before
   anything is loaded or written."""
   checks.validate(config, all_checks(config))
-  task_class(config.task).validate(config)
+  cls = task_class(config.task)
+  if cls.SINGLE_PROCESS and jax.process_count() > 1:
+    raise ConfigError(f"task={config.task!r} runs in one process only ({cls.SINGLE_PROCESS}), "
+                      f"not as {jax.process_count()}; accepted: the task without --multihost, "
+                      "on the devices of one process")
+  cls.validate(config)
 
 
 def crossed(old: int, new: int, every: int) -> bool:
@@ -85,20 +90,39 @@ def crossed(old: int, new: int, every: int) -> bool:
 
 
 class StopRequest:
-  """Context manager: `requested` turns True on SIGTERM (handled in the main thread only)."""
+  """Context manager: `requested()` turns True when a SIGTERM asks the run to save and stop.
+
+  One process: a handler (main thread only) sets a flag, read at the next step. Several
+  processes (`jax.distributed`): jax's preemption notifier catches the SIGTERM on whichever
+  process receives it, and `multihost_utils.reached_preemption_sync_point` turns True on every
+  process at the same step, so that all of them save that step together (a flag of one process
+  would leave it in a collective save while the others train on). The sync point counts calls,
+  one by one from 0 on every process: it is given the number of the call, not the training step,
+  which `advance` moves by several at once.
+  """
 
   def __init__(self):
-    self.requested = False
+    self._requested = False
     self._previous = None
+    self._synchronized = jax.process_count() > 1
+    self._calls = 0
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._synchronized and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._requested = True
+
+  def requested(self) -> bool:
+    """Called once after every `advance`, as often on every process."""
+    if self._synchronized and not self._requested:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      self._requested = multihost_utils.reached_preemption_sync_point(self._calls)
+      self._calls += 1
+    return self._requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -116,6 +140,26 @@ def _rows(value, n: int) -> np.ndarray:
   return np.asarray(value, np.float64).reshape(n, -1)
 
 
+def prepare_workdir(workdir: str, config: dict):
+  """`workdir_lib.prepare_workdir` on process 0 first (it alone writes the marker), then, once it
+  accepted the workdir, on the others; its refusal stops every process instead of leaving them
+  waiting for it."""
+  if jax.process_count() == 1:
+    return workdir_lib.prepare_workdir(workdir, config)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  path, refusal = None, None
+  if jax.process_index() == 0:
+    try:
+      path = workdir_lib.prepare_workdir(workdir, config)
+    except CheckpointError as e:
+      refusal = e
+  if not multihost_utils.broadcast_one_to_all(np.int32(refusal is None)):
+    if refusal is not None:
+      raise refusal
+    raise CheckpointError(f"process 0 refused workdir {workdir!r} (its log says why)")
+  return path or workdir_lib.prepare_workdir(workdir, config, write_marker=False)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Trains `config.task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
@@ -126,7 +170,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   validate(config)
   mesh = sharding.make_mesh()
   is_chief = jax.process_index() == 0
-  run_dir = workdir_lib.prepare_workdir(workdir, config.to_dict(), is_chief)
+  run_dir = prepare_workdir(workdir, config.to_dict())
   task = task_class(config.task)(config, mesh)
   plan = task.plan()
   total = min(plan.total_steps, config.max_steps) if config.max_steps else plan.total_steps
@@ -221,7 +265,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
       log_due = crossed(old, step, config.log_every_steps) or done
       eval_due = crossed(old, step, plan.eval_every_steps)
       checkpoint_due = crossed(old, step, config.checkpoint_every_steps) or done
-      if log_due or eval_due or checkpoint_due or stop.requested:
+      stopping = stop.requested()
+      if log_due or eval_due or checkpoint_due or stopping:
         flush(step, log_due)
       if eval_due:
         state, records = task.evaluate(state, step)
@@ -230,9 +275,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
           logging.info("step %d  %s  %s", step, split, "  ".join(
               f"{k} {100 * v:.2f}%" if k == "accuracy" else f"{k} {v:.4g}"
               for k, v in values.items()))
-      if checkpoint_due or stop.requested:
+      if checkpoint_due or stopping:
         save(step)
-      if stop.requested:
+      if stopping:
         ckpt.wait()
         logging.warning("SIGTERM: saved checkpoint at step %d in %s; run the same command to "
                         "resume", step, ckpt.directory)

@@ -47,6 +47,9 @@ class Task(abc.ABC):
 
   # The task's own config keys -> their checks (dl_jax.engine.checks).
   CHECKS: dict[str, checks_lib.Check] = {}
+  # Why the task runs in one process only, or None: its batches are split over the processes
+  # of a multi-process run (`--multihost`), each process reading its slice.
+  SINGLE_PROCESS: str | None = None
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:

@@ -127,6 +127,7 @@ def _max_buckets(dataset, config) -> int:
 class GraphClassification(Task):
   """k-fold cross-validation of `config.model` on `config.dataset`."""
 
+  SINGLE_PROCESS = "its batches are padded graphs in size buckets, built whole by one process"
   CHECKS = {
       "model": checks.one_of(*registry.names("graph")),
       "model_kwargs": checks.hyper_parameters,  # names and types: the model registry

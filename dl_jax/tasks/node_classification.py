@@ -331,6 +331,8 @@ def _stats(values) -> dict:
 class NodeClassification(Task):
   """`config.seeds` copies of `config.model` on `config.dataset`, trained at once (vmap)."""
 
+  SINGLE_PROCESS = ("a step is a pass over one whole graph or one sampled subgraph, held by one "
+                    "process")
   CHECKS = {
       "model": checks.one_of(*registry.names("node")),
       "model_kwargs": checks.hyper_parameters,  # names and types: the model registry

@@ -144,6 +144,7 @@ def train_features(model, dataset: str, steps: int, batch_size: int, seed: int, 
 class StyleTransfer(Task):
   """One stylized image: `content` in the style of `style`; see the module docstring."""
 
+  SINGLE_PROCESS = "it optimizes one image: there is no batch to split"
   CHECKS = {
       "content": checks.one_of(*style.CONTENT_PHOTOS),
       "style": checks.one_of(*style.STYLE_IMAGES),

@@ -30,6 +30,8 @@ def _batch_size(value) -> None:
 class WordEmbeddings(Task):
   """Trains `config.model` (skipgram, cbow or nplm) on `config.corpus`."""
 
+  SINGLE_PROCESS = ("word2vec trains in native threads that no collective joins, and the NPLM's "
+                    "batches are not split")
   CHECKS = {
       "model": checks.one_of(*models.MODELS),
       "loss": checks.one_of(*models.LOSSES),
