@@ -143,7 +143,9 @@ def test_names_partition_the_registry_by_family():
   assert by_family["image"] == IMAGE_MODELS
   assert by_family["graph"] == ["graph_deepsets", "graph_gcn", "graph_gin"]
   assert by_family["vae"] == ["vae_conv", "vae_mlp"]
+  assert by_family["gan"] == ["dcgan"]
   assert by_family["sequence"] == ["gru_classifier", "lstm_classifier", "rnn_classifier"]
+  assert by_family["char_lm"] == ["gru_lm", "lstm_lm"]
   assert by_family["text"] == ["nplm"] and "gcn" in by_family["node"]
   assert registry.get("gcn", family="node").family == "node"
 

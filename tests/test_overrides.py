@@ -13,13 +13,15 @@ from experiments import overrides as ov
 from experiments.configs import gnn_wordnet
 from tests.conftest import ROOT
 
-CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, denoise_ecg, denoise_fashion, "
+CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, charlm_moby_gru, charlm_moby_lstm, "
+                "dcgan_fashion, dcgan_mnist, denoise_ecg, denoise_fashion, "
                 "denoise_mnist, fashion_alexnet, fashion_googlenet, "
-                "fashion_lenet5, fashion_resnet, fashion_vgg, gnn_karate, gnn_mutag, gnn_wordnet, "
+                "fashion_lenet5, fashion_resnet, fashion_vgg, gated_pixelcnn_mnist, gnn_karate, "
+                "gnn_mutag, gnn_wordnet, "
                 "gnn_wordnet_full, localize_mnist, mnist1d_cnn, mnist1d_cnn_shuffled, "
                 "mnist1d_logreg, "
                 "mnist1d_mlp, mnist1d_mlp_shuffled, mnist_cnn, mnist_mlp, nbody_egnn, nbody_gnn, "
-                "nbody_linear, nplm, oneshot_kanji, seq_mnist_permuted_gru, "
+                "nbody_linear, nplm, oneshot_kanji, pixelcnn_mnist, seq_mnist_permuted_gru, "
                 "seq_mnist_permuted_lstm, seq_mnist_pixels_gru, seq_mnist_pixels_lstm, "
                 "seq_mnist_rows_gru, seq_mnist_rows_lstm, siamese_mnist, style_transfer, "
                 "triplet_mnist, unet_mnist, "

@@ -46,6 +46,13 @@ SHORT_RUNS = {
         "--config.iwae_batch_size=50", "--config.nll_test_size=100",
         "--config.checkpoint_every_steps=20", "--config.log_every_steps=10",
         "--config.keep_checkpoints=10"), 20),
+    "autoregressive": ("pixelcnn_mnist", (
+        "--config.train_subset=1280", "--config.val_size=200", "--config.test_subset=200",
+        "--config.model_kwargs.features=8", "--config.model_kwargs.num_layers=2",
+        "--config.model_kwargs.output_features=8", "--config.num_epochs=10",
+        "--config.num_samples=4", "--config.completion_images=1",
+        "--config.completion_samples=1", "--config.checkpoint_every_steps=20",
+        "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 20),
     "metric_learning": ("triplet_mnist", (
         "--config.num_steps=60", "--config.eval_every_steps=20", "--config.val_size=500",
         "--config.episodes=100", "--config.verification_pairs=1000",
@@ -86,6 +93,20 @@ SHORT_RUNS = {
     "sequence_classification": ("seq_mnist_rows_gru", (
         "--config.train_subset=640", "--config.val_size=200", "--config.test_subset=200",
         "--config.model_kwargs.hidden=32", "--config.batch_size=32", "--config.num_epochs=4",
+        "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
+        "--config.keep_checkpoints=10"), 8),
+    "language_model": ("charlm_moby_lstm", (
+        "--config.model_kwargs.hidden=32", "--config.batch_size=16", "--config.seq_len=50",
+        "--config.num_steps=64", "--config.eval_every_steps=16", "--config.eval_window=2000",
+        "--config.ngram_orders=(2,3)", "--config.ngram_discounts=(0.8,)",
+        "--config.sample_length=20", "--config.sample_count=1",
+        "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
+        "--config.keep_checkpoints=10"), 8),
+    "gan": ("dcgan_mnist", (
+        "--config.train_subset=1024", "--config.batch_size=32",
+        "--config.model_kwargs.features=(16,32)", "--config.num_steps=40",
+        "--config.eval_every_steps=20", "--config.classifier_steps=50",
+        "--config.fd_samples=256", "--config.eval_fd_samples=128", "--config.grid_size=16",
         "--config.checkpoint_every_steps=8", "--config.log_every_steps=4",
         "--config.keep_checkpoints=10"), 8),
     "word_embeddings": ("word2vec_skipgram", (
@@ -207,7 +228,7 @@ def test_sigkill_sigterm_and_resume_end_bitwise_as_the_straight_run(task, tmp_pa
 # The learning rate that makes a task's loss overflow: 1e30, but where the network's state is
 # bounded (saturating recurrent cells keep the loss near 1e31 at that rate) 1e38, with which
 # the logits overflow float32 at the second step.
-DIVERGING_LEARNING_RATE = {"sequence_classification": "1e38"}
+DIVERGING_LEARNING_RATE = {"sequence_classification": "1e38", "language_model": "1e38"}
 
 
 @pytest.mark.parametrize("task", TASKS)

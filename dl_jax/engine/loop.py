@@ -39,12 +39,15 @@ TASKS = {
     "nbody": "dl_jax.tasks.nbody:NBody",
     "autoencoding": "dl_jax.tasks.autoencoding:Autoencoding",
     "vae": "dl_jax.tasks.vae:VAE",
+    "autoregressive": "dl_jax.tasks.pixelcnn:Autoregressive",
     "metric_learning": "dl_jax.tasks.metric_learning:MetricLearning",
     "localization": "dl_jax.tasks.localization:Localization",
     "segmentation": "dl_jax.tasks.segmentation:Segmentation",
     "denoising": "dl_jax.tasks.denoising:Denoising",
     "style_transfer": "dl_jax.tasks.style_transfer:StyleTransfer",
     "sequence_classification": "dl_jax.tasks.sequence_classification:SequenceClassification",
+    "language_model": "dl_jax.tasks.language_model:LanguageModel",
+    "gan": "dl_jax.tasks.gan:GAN",
 }
 
 # The engine's own config keys.

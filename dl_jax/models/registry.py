@@ -31,6 +31,9 @@ from dl_jax.models import (alexnet, autoencoder, blueprint, cnn, denoiser, detec
                            style_features, unet, vgg)
 from dl_jax.models import vae
 from dl_jax.models import recurrent
+from dl_jax.models import language
+from dl_jax.models import pixelcnn
+from dl_jax.models import gan
 from dl_jax.models.spec import FAMILIES, ModelSpec, count_params  # noqa: F401 (re-exported)
 
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32", "float64")
@@ -53,7 +56,7 @@ def _table(*modules) -> Mapping[str, ModelSpec]:
 MODELS: Mapping[str, ModelSpec] = _table(mlp, cnn, p4cnn, blueprint, lenet, alexnet, vgg,
                                          googlenet, resnet, signal, gnn, nplm, egnn,
                                          autoencoder, embedding, unet, denoiser, detection,
-                                         style_features, vae, recurrent)
+                                         style_features, vae, recurrent, pixelcnn, gan, language)
 
 
 def _check_family(family: str | None) -> None:

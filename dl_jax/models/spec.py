@@ -20,6 +20,12 @@ Families, by what a model takes and returns (batch = the number of examples):
 - vae: images [batch, 28, 28, 1] -> the Bernoulli logits of the reconstruction from the mean
   code [batch, 28, 28, 1] (variational autoencoders, section 1.5; `encode` gives the mean and
   log-variance of q(z|x), `decode` the logits of p(x|z));
+- autoregressive: binary images [batch, 28, 28, 1] -> a Bernoulli logit per pixel [batch, 28,
+  28, 1], the logit at pixel i a function of the pixels before i in raster order only
+  (PixelCNN; autoregressive models and density estimation, section 1.5);
+- gan: images [batch, 28, 28, 1] -> the discriminator's logit [batch, 1] (generative
+  adversarial networks, section 1.5; `generate(z)` maps codes [batch, latent_dim] to images
+  [batch, 28, 28, 1] in [-1, 1]);
 - embedding: images [batch, 28, 28, 1] -> embeddings [batch, embed_dim] (section 5.5.2);
 - localizer: canvases [batch, S, S, 1] (S = hp "image_size"; section 5.3.3) -> one object's
   box and class [batch, 4 + num_classes]: 4 box outputs, then class logits;
@@ -34,7 +40,11 @@ Families, by what a model takes and returns (batch = the number of examples):
   vocabulary [batch, vocab_size];
 - sequence: sequences [batch, T, F] -> logits [batch, num_classes] (recurrent networks; the
   examples are [batch, 20, 1], and the parameter count, which does not depend on T, is that of
-  pixel-by-pixel MNIST, 784 steps of 1 pixel).
+  pixel-by-pixel MNIST, 784 steps of 1 pixel);
+- char_lm: character ids [batch, T] int32 -> logits over the vocabulary [batch, T,
+  num_classes] (num_classes: the number of characters) at every step, the logit at t a function
+  of the characters up to t only (character-level language models, section 1.5; the examples
+  are [batch, 20]).
 
 Every model is called as `model.apply(variables, *spec.example_inputs(...))` for evaluation
 (its other arguments, `train` or `deterministic`, default to evaluation).
@@ -65,6 +75,11 @@ def count_params(variables) -> int:
 
 def _normal(batch: int, shape: tuple[int, ...], dtype) -> jax.Array:
   return jnp.asarray(np.random.default_rng(0).standard_normal((batch, *shape)), dtype)
+
+
+def _bits(batch: int, shape: tuple[int, ...], dtype) -> jax.Array:
+  """Deterministic binary images: Bernoulli(1/2) pixels in `dtype`."""
+  return jnp.asarray(np.random.default_rng(0).random((batch, *shape)) < 0.5, dtype)
 
 
 def example_graphs(batch: int, dtype=jnp.float32, features: int = GRAPH_FEATURES
@@ -126,6 +141,10 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
            lambda b, hp: (b, 28, 28, 1), True, "images reconstructed through a code"),
     Family("vae", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, 28, 28, 1), True, "variational autoencoders of binary images"),
+    Family("autoregressive", lambda b, dtype, hp: (_bits(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, 28, 28, 1), True, "a logit per pixel from the pixels before it"),
+    Family("gan", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
+           lambda b, hp: (b, 1), True, "a discriminator's logit, and a generator of images"),
     Family("embedding", lambda b, dtype, hp: (_normal(b, (28, 28, 1), dtype),),
            lambda b, hp: (b, hp["embed_dim"]), True, "images embedded in a metric space"),
     Family("localizer", lambda b, dtype, hp: (_normal(b, (hp["image_size"],) * 2 + (1,), dtype),),
@@ -146,6 +165,10 @@ FAMILIES: Mapping[str, Family] = types.MappingProxyType({f.name: f for f in (
            lambda b, hp: (b, hp["vocab_size"]), True, "next-word prediction from word ids"),
     Family("sequence", lambda b, dtype, hp: (_normal(b, (SEQUENCE_STEPS, 1), dtype),),
            lambda b, hp: (b, hp["num_classes"]), True, "sequences of steps, one class each"),
+    Family("char_lm", lambda b, dtype, hp: (jnp.asarray(np.random.default_rng(0).integers(
+        0, hp["num_classes"], (b, SEQUENCE_STEPS)), jnp.int32),),
+           lambda b, hp: (b, SEQUENCE_STEPS, hp["num_classes"]), True,
+           "the next character's logits at every step"),
 )})
 
 

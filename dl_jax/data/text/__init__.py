@@ -1,7 +1,9 @@
 """Text data for chapter 3 (word embeddings): the tokenized corpora
 (`corpora`: SOTU, Moby Dick, a Wikipedia sample, GCIDE; `load_corpus`) and the
 evaluation sets (`benchmarks`: Google analogies, WordSim-353, SimLex-999), each
-read out of a pinned package and cached. Their public names are exported here.
+read out of a pinned package and cached; and the character text of SOTU and Moby
+Dick split by document (`characters`, for the character-level language model).
+Their public names are exported here.
 """
 
 from dl_jax.data.text.benchmarks import (ANALOGY_MEMBER, SEMANTIC_SECTIONS,
@@ -18,3 +20,5 @@ from dl_jax.data.text.corpora import (CORPORA, DEFAULT_CORPORA, GCIDE_PACKAGE,
                                       WIKI_MIN_TOKENS, corpus_arrays,
                                       load_corpus, parse_wiki_dump,
                                       strip_wiki_markup, tokenize)
+from dl_jax.data.text.characters import (CHAR_CORPORA, UNK, CharData, CharVocab,
+                                         load_characters, load_documents)
