@@ -148,30 +148,41 @@ def nbody_config(name: str, model: str) -> ml_collections.ConfigDict:
   return config
 
 
-def autoencoder_config(name: str, model: str, num_epochs: int) -> ml_collections.ConfigDict:
-  """The autoencoder recipe of section 5.5.1 (the `ae_*` configs): Adam 1e-3 with cosine decay,
-  batch 128, per-pixel cross-entropy on pixels in [0, 1], 5,000 training images held out for
-  validation, MNIST (`--config.dataset=fashion_mnist` for Fashion-MNIST)."""
+def image_epoch_config(task: str, name: str, model: str, num_epochs: int, batch_size: int = 128,
+                       eval_batch_size: int = 1000) -> ml_collections.ConfigDict:
+  """The keys the epoch-based image tasks share (`EpochTask`): Adam 1e-3 with cosine decay,
+  5,000 training images held out for validation, the whole test set at the end."""
   config = ml_collections.ConfigDict()
-  config.task = "autoencoding"
+  config.task = task
   config.experiment = name
   config.model = model
   config.model_kwargs = ml_collections.ConfigDict()
-  config.dataset = "mnist"
   config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax
   config.val_size = 5000
   config.split_seed = 0
   config.train_subset = 0  # 0: all remaining training images
   config.test_subset = 0  # 0: the whole test set (> 0: the first n, for trial runs only)
   config.seed = 0
-  config.batch_size = 128
-  config.eval_batch_size = 1000
+  config.batch_size = batch_size
+  config.eval_batch_size = eval_batch_size
   config.num_epochs = num_epochs
   config.max_steps = 0
   config.optimizer = "adam"
   config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
   config.warmup_steps = 0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  return config
+
+
+def autoencoder_config(name: str, model: str, num_epochs: int) -> ml_collections.ConfigDict:
+  """The autoencoder recipe of section 5.5.1 (the `ae_*` configs): Adam 1e-3 with cosine decay,
+  batch 128, per-pixel cross-entropy on pixels in [0, 1], 5,000 training images held out for
+  validation, MNIST (`--config.dataset=fashion_mnist` for Fashion-MNIST)."""
+  config = image_epoch_config("autoencoding", name, model, num_epochs)
+  config.dataset = "mnist"
   config.loss = "bce"  # or "mse"
   config.code_l1 = 0.0  # weight of sum_i |h_i| (eq. 5.28): the sparse autoencoder
   config.noise = "none"  # n(x) of eq. 5.29: gaussian, masking, salt_and_pepper
@@ -179,9 +190,6 @@ def autoencoder_config(name: str, model: str, num_epochs: int) -> ml_collections
   config.sparsity_tolerance = 0.01  # |h_i| below this counts as a zero code unit
   config.probe_steps = 500  # L-BFGS iterations of the linear probe on the frozen codes
   config.probe_l2 = 1e-4
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
   return config
 
 

@@ -19,36 +19,18 @@ maps, 50 epochs) has not been made: there is no GPU here.
 
 import ml_collections
 
+from experiments.configs import base
+
 
 def pixelcnn_config(name: str, model: str, num_epochs: int) -> ml_collections.ConfigDict:
   """The recipe of the autoregressive configs: Adam 1e-3 with cosine decay, batch 64, the exact
   NLL per image as the loss, 5,000 training images held out for validation."""
-  config = ml_collections.ConfigDict()
-  config.task = "autoregressive"
-  config.experiment = name
-  config.model = model
-  config.model_kwargs = ml_collections.ConfigDict()
+  config = base.image_epoch_config("autoregressive", name, model, num_epochs, batch_size=64,
+                                   eval_batch_size=500)
   config.binarization_seed = 0  # the one Bernoulli draw of the pixels ("static")
-  config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax
-  config.val_size = 5000
-  config.split_seed = 0
-  config.train_subset = 0  # 0: all remaining training images
-  config.test_subset = 0  # 0: the whole test set (> 0: the first n, for trial runs only)
-  config.seed = 0
-  config.batch_size = 64
-  config.eval_batch_size = 500
-  config.num_epochs = num_epochs
-  config.max_steps = 0
-  config.optimizer = "adam"
-  config.learning_rate = 1e-3
-  config.lr_schedule = "cosine"
-  config.warmup_steps = 0
   config.num_samples = 64  # samples.png: ancestral samples (0: none)
   config.completion_images = 10  # completions.png: test images whose bottom half is sampled
   config.completion_samples = 3  # completions of each
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
   return config
 
 

@@ -15,38 +15,19 @@ first 1,000 test images (`nll_test_size`; 0: all 10,000, about 11 minutes more o
 
 import ml_collections
 
+from experiments.configs import base
+
 
 def vae_config(name: str, model: str, num_epochs: int) -> ml_collections.ConfigDict:
   """The VAE recipe (the `vae_*` configs): Adam 1e-3 with cosine decay, batch 128, one
   reparameterized sample per image, 5,000 training images held out for validation."""
-  config = ml_collections.ConfigDict()
-  config.task = "vae"
-  config.experiment = name
-  config.model = model
-  config.model_kwargs = ml_collections.ConfigDict()
+  config = base.image_epoch_config("vae", name, model, num_epochs)
   config.binarization_seed = 0  # the one Bernoulli draw of the pixels ("static")
-  config.data_dir = ""  # '' -> $DL_JAX_DATA_DIR or ~/.cache/dl_jax
-  config.val_size = 5000
-  config.split_seed = 0
-  config.train_subset = 0  # 0: all remaining training images
-  config.test_subset = 0  # 0: the whole test set (> 0: the first n, for trial runs only)
-  config.seed = 0
-  config.batch_size = 128
-  config.eval_batch_size = 1000
-  config.num_epochs = num_epochs
-  config.max_steps = 0
-  config.optimizer = "adam"
-  config.learning_rate = 1e-3
-  config.lr_schedule = "cosine"
-  config.warmup_steps = 0
   config.iwae_samples = 5000  # k of the importance-sampled NLL (Burda et al. 2016)
   config.iwae_chunk = 500  # samples evaluated at once (memory: chunk x batch images)
   config.iwae_batch_size = 100  # test images per NLL batch
   config.nll_test_size = 1000  # the first n test images (0: all 10,000)
   config.manifold_size = 20  # the 2-D latent manifold figure: n x n decoded points
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
   return config
 
 
