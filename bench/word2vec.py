@@ -17,8 +17,8 @@ Usage: python bench/word2vec.py [--quick] [--models skipgram,cbow] [--epochs 5] 
   [--batch_size 0] [--steps_per_call 32] [--skipgram_lr 0.025] [--cbow_lr 0.05]
   [--noise_group 1 --noise_pool 0] [--row_scale none] [--engine auto] [--native_threads 0]
   [--no_gensim]
-  --batch_size 0 and --native_threads 0: the experiment configs' defaults (8192 centers per step
-  with the native engine, 1024 with xla; skip-gram 2 threads, CBOW 1).
+  --batch_size 0 and --native_threads 0: the experiment configs' defaults (32768 centers per step
+  with the native engine, 1024 with xla; 2 threads).
   --quick: 1 epoch (about a minute); --max_tokens N: the first documents up to N tokens.
   --seeds 1,2,3: each model once per seed on both sides; the ratios compare the means.
 Needs gensim: pip install -e .[bench]
@@ -41,12 +41,13 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from dl_jax.data import text  # pylint: disable=g-import-not-at-top
 from dl_jax.text import evaluate  # pylint: disable=g-import-not-at-top
+from dl_jax.text import native  # pylint: disable=g-import-not-at-top
 from dl_jax.text import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
-  from dl_jax.text import word2vec as w2v  # pylint: disable=g-import-not-at-top
+from dl_jax.text import word2vec as w2v  # pylint: disable=g-import-not-at-top
 
 
 # Threads of the native engine per model, as in experiments/configs/word2vec_{skipgram,cbow}.py.
-NATIVE_THREADS = {"skipgram": 2, "cbow": 1}
+NATIVE_THREADS = {"skipgram": 2, "cbow": 2}
 
 
 def _take_tokens(docs, max_tokens):
@@ -125,7 +126,7 @@ def main():
   parser.add_argument("--max_tokens", type=int, default=None)
   parser.add_argument("--cores", type=int, default=0, help="pin to the first N cores (0: all)")
   parser.add_argument("--batch_size", type=int, default=0,
-                      help="centers per step (0: 8192 native, 1024 xla)")
+                      help="centers per step (0: 32768 native, 1024 xla)")
   parser.add_argument("--steps_per_call", type=int, default=32)
   parser.add_argument("--row_scale", default="none", help="none | sqrt")
   parser.add_argument("--noise_group", type=int, default=1,
@@ -141,7 +142,7 @@ def main():
                       help="auto | xla | native (word2vec's sequential SGD in C++ via XLA's FFI)")
   parser.add_argument("--native_threads", type=int, default=0,
                       help="native engine: 1 (sequential) or 2 (two halves of each step); "
-                      "0: the config's (skip-gram 2, CBOW 1)")
+                      "0: the config's (2)")
   parser.add_argument("--no_gensim", action="store_true")
   args = parser.parse_args()
   args.epochs = args.epochs or (1 if args.quick else 5)
@@ -155,6 +156,9 @@ def main():
   docs = _take_tokens(text.load_corpus(), max_tokens)
   questions = text.load_analogies()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  native_build = (native.build_description() if args.engine != "xla" and native.available()
+                  else "not used")
+  print(f"CPU: {native.cpu_model()}; native word2vec kernel: {native_build}")
   print(f"corpus: {len(docs)} documents, {sum(map(len, docs)):,} tokens; {args.epochs} epoch(s); "
         f"{cores} core(s); jax {jax.__version__} on {jax.devices()[0].device_kind}; "
         f"dl_jax batch {args.batch_size or 'default'} centers x {args.steps_per_call} steps per "

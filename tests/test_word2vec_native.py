@@ -237,7 +237,7 @@ def test_xla_engine_still_trains_and_auto_picks_native_on_cpu():
   assert w2v.resolve_engine(spec) == "native"
   assert w2v.resolve_engine(w2v.StreamSpec("cbow", "softmax", 3, 4, 64, 8)) == "xla"
   # batch 0: the engine's default number of centers per step.
-  for engine, batch in (("native", 8192), ("xla", 1024)):
+  for engine, batch in (("native", 32768), ("xla", 1024)):
     spec = w2v.StreamSpec("cbow", "negative_sampling", 3, 4, 0, 8, engine=engine)
     eng = w2v.Word2Vec(corpus, spec, dim=8, sample=1e-2, epochs=1, seed=0, learning_rate=0.05,
                        min_learning_rate=1e-4)

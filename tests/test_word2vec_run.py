@@ -1,6 +1,7 @@
 """Word-embedding runs (chapter 3) as a user starts them: outputs, resume, bad configs, full run."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_short_run_writes_results_metrics_and_vectors(short_run):
     ("--config.model=glove", "unknown model 'glove'; accepted: skipgram, cbow, nplm"),
     ("--config.dim=-3", "dim=-3 must be a positive integer"),
     ("--config.batch_size=-2", "batch_size=-2 must be a positive integer or 0 (the engine's "
-     "default: 8192 native, 1024 xla)"),
+     "default: 32768 native, 1024 xla)"),
 ])
 def test_bad_config_exits_2_with_one_message(flag, message, tmp_path, run_experiment):
   result = run_experiment("word2vec_skipgram", tmp_path / "run", flag)
@@ -92,3 +93,17 @@ def test_full_skipgram_reaches_six_percent_on_analogies(tmp_path, run_experiment
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["analogy"]["accuracy"] >= 0.06, results["analogy"]
+
+
+def test_gensim_benchmark_runs_and_names_the_cpu_and_the_kernel_build():
+  """bench/word2vec.py at its smallest: both models on both sides, the CPU and the build named."""
+  from tests.conftest import ROOT, run  # pylint: disable=g-import-not-at-top
+  result = run([sys.executable, str(ROOT / "bench" / "word2vec.py"), "--quick", "--max_tokens",
+                "60000", "--batch_size", "2048"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  assert out.startswith("CPU: ") and "native word2vec kernel: " in out and "float lanes" in out
+  for model in ("skipgram", "cbow"):
+    for side in ("gensim", "dl_jax"):
+      assert f"{model:8s} {side:6s}  seed 1  train" in out, out
+    assert f"  {model:8s} time " in out.split("ratios dl_jax / gensim")[1], out

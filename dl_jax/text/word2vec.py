@@ -20,12 +20,11 @@ words itself, with a counter-based generator (splitmix64 of the step's seed, the
 fold_in(key, step), and the center's index) and the alias table of unigram^0.75; skip-gram gets
 fresh noise words for every (center, context) pair, as word2vec.c and gensim. A step's draws
 depend on nothing else, so the engine is as deterministic and resumable as the XLA one. Its steps
-are 8192 centers (batch_size 0; the XLA engine's 1024); `native_threads` 2 trains the two halves
-of a step on two threads from the same starting tables and adds both changes (deterministic).
-Measured (bench/word2vec.py defaults, 5 epochs, 2 cores shared with other processes, load average
-2-3, gensim 4.4.0 workers=2 in the same process): skip-gram 16.1 s / 6.39 % analogies (2 threads;
-6.73 % and 6.67 % with seeds 2 and 3) against gensim's 36.1 s / 6.69 %; CBOW 5.8 s / 6.86 %
-(1 thread) against 5.3 s / 4.66 %; 50-80 s with the XLA body.
+are 32768 centers (batch_size 0; the XLA engine's 1024); `native_threads` 2 trains the two halves
+of a step on two threads from the same starting tables and merges them (deterministic).
+Measured (`./launch.sh bench word2vec --seeds 1,2,3`, 5 epochs, 2 AMD EPYC cores, gensim 4.4.0
+workers=2 in the same process, means): skip-gram 13.1 s / 6.60 % analogies against gensim's
+23.9 s / 6.48 %; CBOW 4.1 s / 6.22 % against 5.7 s / 4.35 %; 50-80 s with the XLA body.
 
 Options measured in bench/word2vec.py: `noise_group` / `noise_pool` let groups of consecutive
 centers share k' noise words, weighted k / k' so that the expected loss is unchanged (fewer rows to
@@ -52,7 +51,7 @@ ROW_SCALES = ("sqrt", "none")
 ENGINES = ("auto", "xla", "native")
 # Centers per step when batch_size is 0: the native kernel's sequential loop gains from long steps
 # (fewer calls), the XLA body's summed sparse updates from short ones.
-DEFAULT_BATCH = {"native": 8192, "xla": 1024}
+DEFAULT_BATCH = {"native": 32768, "xla": 1024}
 
 
 @dataclasses.dataclass(frozen=True)

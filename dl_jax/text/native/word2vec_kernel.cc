@@ -32,9 +32,12 @@
 //   words for every (center, context) pair, as word2vec.c and gensim), 1 for CBOW. A draw depends
 //   only on (seed, t, j): not on the thread that makes it nor on which draws were needed before.
 //
-// Attributes: cbow (0 or 1), window (L), threads (1 or 2). Outputs: E, C, loss float32 [],
+// Attributes: cbow (0 or 1), window (L), threads (1 or 2: each thread runs the loop on half of
+// the centers, reading and writing private copies of the rows it touches, then both threads write
+// the rows back; see Merge). Outputs: E, C, loss float32 [],
 // pairs float32 [] (skip-gram: (center, context) pairs; CBOW: centers with a non-empty window).
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -48,16 +51,56 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-inline float Dot(const float* __restrict a, const float* __restrict b, int64_t d) {
+// Vectors of the widest width the build's instruction set has (the library is compiled for this
+// CPU, see dl_jax.text.native.arch_flags); unaligned loads and stores.
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
+typedef float Vec4 __attribute__((vector_size(4 * sizeof(float)), aligned(4), may_alias));
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
+inline Vec4 Load4(const float* p) { return *reinterpret_cast<const Vec4*>(p); }
+inline void Store4(float* p, Vec4 v) { *reinterpret_cast<Vec4*>(p) = v; }
+
+inline float Sum(Vec v) {
   float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < d; ++i) s += a[i] * b[i];
+  for (int64_t i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// a . b with four independent accumulators (a single one makes every multiply-add wait for the
+// previous one); the sum order is fixed by d alone.
+inline float Dot(const float* __restrict a, const float* __restrict b, int64_t d) {
+  Vec s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= d; i += 4 * kLanes) {
+    s0 += Load(a + i) * Load(b + i);
+    s1 += Load(a + i + kLanes) * Load(b + i + kLanes);
+    s2 += Load(a + i + 2 * kLanes) * Load(b + i + 2 * kLanes);
+    s3 += Load(a + i + 3 * kLanes) * Load(b + i + 3 * kLanes);
+  }
+  for (; i + kLanes <= d; i += kLanes) s1 += Load(a + i) * Load(b + i);
+  float s = Sum((s0 + s1) + (s2 + s3));
+  if (kLanes > 4 && i + 4 <= d) {
+    const Vec4 p = Load4(a + i) * Load4(b + i);
+    s += (p[0] + p[1]) + (p[2] + p[3]);
+    i += 4;
+  }
+  for (; i < d; ++i) s += a[i] * b[i];
   return s;
 }
 
 inline void Axpy(float a, const float* __restrict x, float* __restrict y, int64_t d) {
-#pragma omp simd
-  for (int64_t i = 0; i < d; ++i) y[i] += a * x[i];
+  int64_t i = 0;
+  for (; i + kLanes <= d; i += kLanes) Store(y + i, Load(y + i) + a * Load(x + i));
+  for (; i + 4 <= d; i += 4) Store4(y + i, Load4(y + i) + a * Load4(x + i));
+  for (; i < d; ++i) y[i] += a * x[i];
 }
 
 // The loss of a run of output words, -sum log p, kept as a product of the p in double and
@@ -79,24 +122,64 @@ struct LogLoss {
   }
 };
 
-// One output word: C[w] += g l1 and neu1e += g C[w] (the old C[w]); adds its loss
+// The gradient factor g = lr (label - sigma(f)) of one output word; adds its loss
 // (label 1: -log sigma(f), label 0: -log sigma(-f)).
-inline void OutputUpdate(const float* __restrict l1, float* __restrict out,
-                         float* __restrict neu1e, float label, float lr, int64_t d,
-                         LogLoss& loss) {
-  const float f = Dot(l1, out, d);
+inline float Gradient(float f, float label, float lr, LogLoss& loss) {
+  // sigma(f) from one exponential and one division: with z = exp(-|f|), the larger of sigma(f)
+  // and sigma(-f) is 1 / (1 + z), the smaller z / (1 + z).
   const float z = std::exp(-std::fabs(f));
-  const float sig = f >= 0.0f ? 1.0f / (1.0f + z) : z / (1.0f + z);
-  const float g = lr * (label - sig);
+  const float large = 1.0f / (1.0f + z);
+  const float small = z * large;
   const float margin = label > 0.5f ? -f : f;  // -log p = softplus(margin)
-  const double zd = z;
-  loss.Add(margin > 0.0f ? zd / (1.0 + zd) : 1.0 / (1.0 + zd), margin);
-#pragma omp simd
-  for (int64_t i = 0; i < d; ++i) {
+  loss.Add(margin > 0.0f ? small : large, margin);
+  return lr * (label - (f >= 0.0f ? large : small));
+}
+
+// neu1e += g out and out += g l1 (with the old out).
+inline void UpdateOutput(const float* __restrict l1, float* __restrict out,
+                         float* __restrict neu1e, float g, int64_t d) {
+  int64_t i = 0;
+  const Vec gv = Vec{} + g;
+  for (; i + kLanes <= d; i += kLanes) {
+    const Vec o = Load(out + i);
+    Store(neu1e + i, Load(neu1e + i) + gv * o);
+    Store(out + i, o + gv * Load(l1 + i));
+  }
+  for (; i + 4 <= d; i += 4) {
+    const Vec4 o = Load4(out + i);
+    Store4(neu1e + i, Load4(neu1e + i) + g * o);
+    Store4(out + i, o + g * Load4(l1 + i));
+  }
+  for (; i < d; ++i) {
     const float o = out[i];
     neu1e[i] += g * o;
     out[i] = o + g * l1[i];
   }
+}
+
+constexpr int64_t kMaxOutputs = 64;
+
+// The output words of one input vector l1, in word2vec's order: outs[0] the word to predict
+// (label 1), then the noise words (label 0); each f = l1 . C[w], g = lr (label - sigma(f)),
+// neu1e += g C[w], C[w] += g l1. When the rows are distinct, no update changes a later dot, so
+// all dots are taken first (independent, they overlap in the CPU) and the updates follow in the
+// same order: the same bits as one word after the other, which is what repeated rows get.
+inline void OutputWords(const float* __restrict l1, float* const* outs, int64_t n,
+                        float* __restrict neu1e, float lr, int64_t d, LogLoss& loss) {
+  bool distinct = n <= kMaxOutputs;
+  for (int64_t i = 1; i < n && distinct; ++i) {
+    for (int64_t j = 0; j < i; ++j) distinct &= outs[i] != outs[j];
+  }
+  if (!distinct) {
+    for (int64_t j = 0; j < n; ++j) {
+      UpdateOutput(l1, outs[j], neu1e, Gradient(Dot(l1, outs[j], d), j == 0, lr, loss), d);
+    }
+    return;
+  }
+  float g[kMaxOutputs];
+  for (int64_t j = 0; j < n; ++j) g[j] = Dot(l1, outs[j], d);
+  for (int64_t j = 0; j < n; ++j) g[j] = Gradient(g[j], j == 0, lr, loss);
+  for (int64_t j = 0; j < n; ++j) UpdateOutput(l1, outs[j], neu1e, g[j], d);
 }
 
 // Asks for a row's cache lines ahead of its use (the tables are larger than the caches and the
@@ -158,40 +241,41 @@ struct RngDraws {
 };
 
 // Prefetches the rows center t will read and write (`draws` as filled by Fill).
-inline void PrefetchCenter(const float* E, const float* C, const int32_t* tok,
-                           const int32_t* doc, const int32_t* draws, int64_t pos, int64_t L,
-                           int64_t P, int64_t K, int64_t d) {
+template <typename Rows>
+inline void PrefetchCenter(const Rows& rows, const int32_t* tok, const int32_t* doc,
+                           const int32_t* draws, int64_t pos, int64_t L, int64_t P, int64_t K) {
   if (doc[pos] < 0) return;
   const int64_t w = draws[0];
-  PrefetchRow(C + static_cast<int64_t>(tok[pos]) * d, d);
+  rows.PrefetchC(tok[pos]);
   for (int64_t i = FirstSlot(P, L, w) * K; i < EndSlot(P, L, w) * K; ++i) {
-    PrefetchRow(C + static_cast<int64_t>(draws[1 + i]) * d, d);
+    rows.PrefetchC(draws[1 + i]);
   }
   for (int64_t o = -w; o <= w; ++o) {
-    if (o != 0 && doc[pos + o] == doc[pos]) PrefetchRow(E + static_cast<int64_t>(tok[pos + o]) * d, d);
+    if (o != 0 && doc[pos + o] == doc[pos]) rows.PrefetchE(tok[pos + o]);
   }
 }
 
 // The sequential loop over centers [begin, end); `rows` gives the row of E or C to read and update,
 // `source` the draws of each center (made kAhead centers ahead, so that their rows are prefetched).
 template <typename Rows, typename Draws>
-void Train(Rows& rows, const float* E, const float* C, const int32_t* tok, const int32_t* doc,
-           const Draws& source, float lr, int64_t begin, int64_t end, int64_t L, int64_t P,
+void Train(Rows& rows, const int32_t* tok, const int32_t* doc, const Draws& source, float lr, int64_t begin, int64_t end, int64_t L, int64_t P,
            int64_t K, int64_t D, bool cbow, double& loss, double& pairs) {
   const int64_t stride = 1 + P * K;
   std::vector<int32_t> ring((kAhead + 1) * stride);
   auto draws_of = [&](int64_t t) { return ring.data() + (t % (kAhead + 1)) * stride; };
   for (int64_t t = begin; t < std::min<int64_t>(begin + kAhead, end); ++t) {
     source.Fill(t, draws_of(t));
-    PrefetchCenter(E, C, tok, doc, draws_of(t), L + t, L, P, K, D);
+    PrefetchCenter(rows, tok, doc, draws_of(t), L + t, L, P, K);
   }
   std::vector<float> neu1e(D), h(D);
+  std::vector<float*> outs(1 + K);
   LogLoss log_loss;
+  int64_t pair_count = 0;  // kept here: the other thread's counters may share a cache line
   for (int64_t t = begin; t < end; ++t) {
     const int64_t pos = L + t;
     if (t + kAhead < end) {
       source.Fill(t + kAhead, draws_of(t + kAhead));
-      PrefetchCenter(E, C, tok, doc, draws_of(t + kAhead), pos + kAhead, L, P, K, D);
+      PrefetchCenter(rows, tok, doc, draws_of(t + kAhead), pos + kAhead, L, P, K);
     }
     const int32_t center_doc = doc[pos];
     if (center_doc < 0) continue;
@@ -212,17 +296,17 @@ void Train(Rows& rows, const float* E, const float* C, const int32_t* tok, const
       const float inv = 1.0f / static_cast<float>(cw);
       for (int64_t i = 0; i < D; ++i) h[i] *= inv;
       std::fill(neu1e.begin(), neu1e.end(), 0.0f);
-      OutputUpdate(h.data(), c_center, neu1e.data(), 1.0f, lr, D, log_loss);
+      int64_t n = 0;
+      outs[n++] = c_center;
       for (int64_t j = 0; j < K; ++j) {
-        const int32_t noise = center_negs[j];
-        if (noise == center) continue;
-        OutputUpdate(h.data(), rows.C(noise), neu1e.data(), 0.0f, lr, D, log_loss);
+        if (center_negs[j] != center) outs[n++] = rows.C(center_negs[j]);
       }
+      OutputWords(h.data(), outs.data(), n, neu1e.data(), lr, D, log_loss);
       for (int64_t o = -w; o <= w; ++o) {
         if (o == 0 || doc[pos + o] != center_doc) continue;
         Axpy(1.0f, neu1e.data(), rows.E(tok[pos + o]), D);
       }
-      pairs += 1.0;
+      ++pair_count;
     } else {
       for (int64_t o = -w; o <= w; ++o) {
         if (o == 0 || doc[pos + o] != center_doc) continue;
@@ -231,19 +315,20 @@ void Train(Rows& rows, const float* E, const float* C, const int32_t* tok, const
         const int64_t slot = o < 0 ? o + L : o + L - 1;
         const int32_t* pair_negs = center_negs + (P == 1 ? 0 : slot) * K;
         std::fill(neu1e.begin(), neu1e.end(), 0.0f);
-        OutputUpdate(l1, c_center, neu1e.data(), 1.0f, lr, D, log_loss);
+        int64_t n = 0;
+        outs[n++] = c_center;
         for (int64_t j = 0; j < K; ++j) {
-          const int32_t noise = pair_negs[j];
-          if (noise == center) continue;
-          OutputUpdate(l1, rows.C(noise), neu1e.data(), 0.0f, lr, D, log_loss);
+          if (pair_negs[j] != center) outs[n++] = rows.C(pair_negs[j]);
         }
+        OutputWords(l1, outs.data(), n, neu1e.data(), lr, D, log_loss);
         Axpy(1.0f, neu1e.data(), l1, D);
-        pairs += 1.0;
+        ++pair_count;
       }
     }
   }
   log_loss.Flush();
   loss += log_loss.sum;
+  pairs += static_cast<double>(pair_count);
 }
 
 // Rows straight from the tables (one thread).
@@ -253,59 +338,84 @@ struct TableRows {
   int64_t d;
   float* E(int32_t r) { return e + static_cast<int64_t>(r) * d; }
   float* C(int32_t r) { return c + static_cast<int64_t>(r) * d; }
+  void PrefetchE(int32_t r) const { PrefetchRow(e + static_cast<int64_t>(r) * d, d); }
+  void PrefetchC(int32_t r) const { PrefetchRow(c + static_cast<int64_t>(r) * d, d); }
 };
 
-// A thread's private copy of the rows it touched: it reads its own updates and not the other
-// thread's; the tables are not written until both are done.
-struct Overlay {
-  // Kept across calls by the calling thread (grown, never shrunk): no allocation per step.
-  struct Storage {
-    std::vector<int32_t> slot;  // row -> index in `data`, -1 if not copied yet
-    std::vector<int32_t> rows;
-    std::vector<float> data;
-  };
-  const float* table;
-  int64_t d;
-  Storage& st;
-  Overlay(const float* t, int64_t v, int64_t dim, Storage& storage)
-      : table(t), d(dim), st(storage) {
-    if (static_cast<int64_t>(st.slot.size()) < v) st.slot.assign(v, -1);
-    if (static_cast<int64_t>(st.data.size()) < v * dim) st.data.resize(v * dim);
-    st.rows.clear();
+// A thread's private copy of the rows of one table it touched: it reads its own updates and not
+// the other thread's; the table is not written until both threads are done. The storage is kept
+// across calls by the calling thread (grown, never shrunk): no allocation per step.
+struct alignas(64) Overlay {
+  const float* table = nullptr;
+  int64_t d = 0;
+  std::vector<int32_t> slot;  // row -> index in `data`, -1 if not copied yet
+  std::vector<int32_t> rows;  // the copied rows, in the order of their first use
+  std::vector<float> data;
+
+  void Start(const float* t, int64_t v, int64_t dim) {
+    table = t;
+    d = dim;
+    if (static_cast<int64_t>(slot.size()) < v) slot.assign(v, -1);
+    if (static_cast<int64_t>(data.size()) < v * dim) data.resize(v * dim);
+    rows.clear();
   }
   float* Row(int32_t r) {
-    int32_t s = st.slot[r];
+    int32_t s = slot[r];
     if (s < 0) {
-      s = st.slot[r] = static_cast<int32_t>(st.rows.size());
-      st.rows.push_back(r);
-      std::memcpy(st.data.data() + s * d, table + static_cast<int64_t>(r) * d,
+      s = slot[r] = static_cast<int32_t>(rows.size());
+      rows.push_back(r);
+      std::memcpy(data.data() + static_cast<int64_t>(s) * d, table + static_cast<int64_t>(r) * d,
                   sizeof(float) * d);
     }
-    return st.data.data() + static_cast<int64_t>(s) * d;
+    return data.data() + static_cast<int64_t>(s) * d;
   }
-  // data := data - table (the thread's change of each row), while no one writes the table.
-  void ToDelta() {
-    for (size_t s = 0; s < st.rows.size(); ++s) {
-      const float* base = table + static_cast<int64_t>(st.rows[s]) * d;
-      float* row = st.data.data() + s * d;
-      for (int64_t i = 0; i < d; ++i) row[i] -= base[i];
-    }
+  const float* Find(int32_t r) const {
+    const int32_t s = slot[r];
+    return s < 0 ? nullptr : data.data() + static_cast<int64_t>(s) * d;
   }
-  // Adds the changes to the table and forgets the rows.
-  void AddTo(float* out) {
-    for (size_t s = 0; s < st.rows.size(); ++s) {
-      Axpy(1.0f, st.data.data() + s * d, out + static_cast<int64_t>(st.rows[s]) * d, d);
-      st.slot[st.rows[s]] = -1;
-    }
-    st.rows.clear();
+  void Prefetch(int32_t r) const {
+    const float* row = Find(r);
+    PrefetchRow(row ? row : table + static_cast<int64_t>(r) * d, d);
+  }
+  void Forget() {
+    for (int32_t r : rows) slot[r] = -1;
+    rows.clear();
   }
 };
 
 struct OverlayRows {
-  Overlay e, c;
+  Overlay& e;
+  Overlay& c;
   float* E(int32_t r) { return e.Row(r); }
   float* C(int32_t r) { return c.Row(r); }
+  void PrefetchE(int32_t r) const { e.Prefetch(r); }
+  void PrefetchC(int32_t r) const { c.Prefetch(r); }
 };
+
+// Writes the two threads' rows of one table into it, for the rows r with lo <= r < hi: a row
+// only one thread touched gets that thread's row; a row both touched gets the first thread's row
+// plus the second's change, first + (second - start).
+inline void Merge(float* table, const Overlay& first, const Overlay& second, int32_t lo,
+                  int32_t hi) {
+  const int64_t d = first.d;
+  for (int32_t r : second.rows) {
+    if (r < lo || r >= hi) continue;
+    float* out = table + static_cast<int64_t>(r) * d;
+    const float* b = second.Find(r);
+    const float* a = first.Find(r);
+    if (a == nullptr) {
+      std::memcpy(out, b, sizeof(float) * d);
+      continue;
+    }
+    int64_t i = 0;
+    for (; i + kLanes <= d; i += kLanes) Store(out + i, Load(a + i) + (Load(b + i) - Load(out + i)));
+    for (; i < d; ++i) out[i] = a[i] + (b[i] - out[i]);
+  }
+  for (int32_t r : first.rows) {
+    if (r < lo || r >= hi || second.Find(r) != nullptr) continue;
+    std::memcpy(table + static_cast<int64_t>(r) * d, first.Find(r), sizeof(float) * d);
+  }
+}
 
 // Checks the tables and the stream slice; copies the tables to the outputs unless aliased.
 ffi::Error Prepare(ffi::Buffer<ffi::F32>& e_in, ffi::Buffer<ffi::F32>& c_in,
@@ -345,30 +455,36 @@ void Run(float* E, float* C, const int32_t* tok, const int32_t* doc, const Draws
          bool cbow, int64_t threads, double& loss, double& pairs) {
   if (threads <= 1 || count < 2) {
     TableRows rows{E, C, D};
-    Train(rows, E, C, tok, doc, source, lr, 0, count, L, P, K, D, cbow, loss, pairs);
+    Train(rows, tok, doc, source, lr, 0, count, L, P, K, D, cbow, loss, pairs);
     return;
   }
   // Two threads, each running the sequential loop on half of the centers from the tables as
-  // they were at the start of the step; then the tables get both halves' changes, first half
-  // first. Deterministic: no thread ever sees the other's writes.
+  // they were at the start of the step (see Merge for how the halves combine). Deterministic: no
+  // thread ever sees the other's writes. Both threads then merge, each its half of the rows.
   const int64_t half = (count + 1) / 2;
-  thread_local Overlay::Storage storage[4];
-  OverlayRows first{Overlay(E, V, D, storage[0]), Overlay(C, V, D, storage[1])};
-  OverlayRows second{Overlay(E, V, D, storage[2]), Overlay(C, V, D, storage[3])};
+  thread_local Overlay storage[4];
+  Overlay* overlays = storage;  // the calling thread's, also in the worker
+  for (int i = 0; i < 4; ++i) overlays[i].Start(i % 2 ? C : E, V, D);
+  OverlayRows first{overlays[0], overlays[1]}, second{overlays[2], overlays[3]};
   double loss2 = 0.0, pairs2 = 0.0;
+  const int32_t mid = static_cast<int32_t>(V / 2);
+  std::atomic<int> trained{0};
+  auto wait_for_both = [&trained] {
+    trained.fetch_add(1);
+    while (trained.load() < 2) std::this_thread::yield();
+  };
   std::thread worker([&] {
-    Train(second, E, C, tok, doc, source, lr, half, count, L, P, K, D, cbow, loss2, pairs2);
-    second.e.ToDelta();
-    second.c.ToDelta();
+    Train(second, tok, doc, source, lr, half, count, L, P, K, D, cbow, loss2, pairs2);
+    wait_for_both();
+    Merge(E, overlays[0], overlays[2], mid, static_cast<int32_t>(V));
+    Merge(C, overlays[1], overlays[3], mid, static_cast<int32_t>(V));
   });
-  Train(first, E, C, tok, doc, source, lr, 0, half, L, P, K, D, cbow, loss, pairs);
-  first.e.ToDelta();
-  first.c.ToDelta();
+  Train(first, tok, doc, source, lr, 0, half, L, P, K, D, cbow, loss, pairs);
+  wait_for_both();
+  Merge(E, overlays[0], overlays[2], 0, mid);
+  Merge(C, overlays[1], overlays[3], 0, mid);
   worker.join();
-  first.e.AddTo(E);
-  first.c.AddTo(C);
-  second.e.AddTo(E);
-  second.c.AddTo(C);
+  for (int i = 0; i < 4; ++i) overlays[i].Forget();
   loss += loss2;
   pairs += pairs2;
 }
@@ -452,6 +568,9 @@ ffi::Error Word2VecStepRngImpl(ffi::Buffer<ffi::F32> e_in, ffi::Buffer<ffi::F32>
 }
 
 }  // namespace
+
+// The float lanes of the vectors this build uses (16: AVX-512, 8: AVX, 4: otherwise).
+extern "C" int DlJaxWord2VecLanes() { return static_cast<int>(kLanes); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DlJaxWord2VecStep, Word2VecStepImpl,
                               ffi::Ffi::Bind()
