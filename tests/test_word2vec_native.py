@@ -1,6 +1,8 @@
 """The native word2vec kernel (sequential SGD of section 3.3 through XLA's FFI) against references."""
 
 import json
+import platform
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -75,9 +77,11 @@ def _case(seed, n=7, L=2, k=3, per_slot=False):
   return E, C, toks, docs, widths, negs
 
 
-@pytest.mark.parametrize("model, per_slot, threads", [
-    ("skipgram", False, 1), ("skipgram", True, 1), ("cbow", False, 1), ("skipgram", False, 2),
-    ("cbow", False, 2)])
+REFERENCE_CASES = [("skipgram", False, 1), ("skipgram", True, 1), ("cbow", False, 1),
+                   ("skipgram", False, 2), ("cbow", False, 2)]
+
+
+@pytest.mark.parametrize("model, per_slot, threads", REFERENCE_CASES)
 def test_kernel_equals_sequential_numpy_reference(model, per_slot, threads):
   L, lr, count = 2, 0.2, 6
   for seed in range(3):
@@ -277,3 +281,22 @@ def test_cbow_run_stopped_and_resumed_writes_the_same_vectors(tmp_path, run_expe
           == (tmp_path / "whole" / "vectors.txt").read_bytes())
   _, vectors = evaluate.load_word2vec_text(tmp_path / "whole" / "vectors.txt")
   assert np.all(np.isfinite(vectors))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 levels")
+def test_kernel_built_for_the_oldest_x86_64_equals_the_reference(tmp_path):
+  """Built for x86-64 itself (SSE2, 4 float lanes: any 64-bit x86 CPU), the kernel trains the
+  same steps as the reference; a level this CPU lacks or does not exist is refused by name."""
+  from tests.conftest import run  # pylint: disable=g-import-not-at-top
+  code = ("import tests.test_word2vec_native as t; from dl_jax.text import native; "
+          "print(native.build_description()); "
+          "[t.test_kernel_equals_sequential_numpy_reference(*c) for c in t.REFERENCE_CASES]")
+  env = {native.MARCH_ENV_VAR: "x86-64", "DL_JAX_DATA_DIR": str(tmp_path)}
+  result = run([sys.executable, "-c", code], env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith("-march=x86-64, 4 float lanes"), result.stdout
+  bad = run([sys.executable, "-c", "from dl_jax.text import native; native.load()"],
+            env={**env, native.MARCH_ENV_VAR: "i686"})
+  assert bad.returncode != 0 and ("DL_JAX_NATIVE_MARCH='i686' is not a level the kernel is "
+                                  "built for; accepted: x86-64, x86-64-v2, x86-64-v3, "
+                                  "x86-64-v4") in bad.stderr

@@ -379,5 +379,8 @@ def evaluate_embeddings(vectors: np.ndarray, words, data_dir=None, run_dir=None)
   out["neighbours"] = {w: [[n, float(c)] for n, c in nearest_neighbours(vectors, words, w, 8)]
                        for w in NEIGHBOUR_WORDS if w in vocab}
   if run_dir is not None:
-    plot_projection(vectors, words, None, run_dir / "projection.png")
+    try:
+      plot_projection(vectors, words, None, run_dir / "projection.png")
+    except DataError as e:  # a small corpus: the results stand without the figure
+      logging.warning("no projection.png: %s", e)
   return out

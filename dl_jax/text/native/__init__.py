@@ -33,6 +33,7 @@ TARGET = "dl_jax_word2vec_step"
 TARGET_RNG = "dl_jax_word2vec_step_rng"
 SOURCE = pathlib.Path(__file__).with_name("word2vec_kernel.cc")
 
+_X86_64_V4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
 _X86_64_V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
 _X86_64_V2 = {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}
 
@@ -54,15 +55,33 @@ def _cpu_flags() -> set[str]:
   return set()
 
 
+# x86-64 micro-architecture levels the kernel can be built for, each with the CPU flags it needs.
+_X86_64_LEVELS = {"x86-64": set(), "x86-64-v2": _X86_64_V2, "x86-64-v3": _X86_64_V2 | _X86_64_V3,
+                  "x86-64-v4": _X86_64_V2 | _X86_64_V3 | _X86_64_V4}
+MARCH_ENV_VAR = "DL_JAX_NATIVE_MARCH"
+
+
 def arch_flags() -> list[str]:
   """-march for this CPU: x86-64-v3 (AVX2, FMA) or v2 where the CPU has them, else the default.
 
   Not v4 on CPUs with AVX-512: with rows of 100 floats its 16-lane vectors trained skip-gram
-  about 8 % slower than 8 lanes on an AMD EPYC (Zen 4).
+  20-25 % slower than 8 lanes on an AMD EPYC (Zen 4). $DL_JAX_NATIVE_MARCH picks a level
+  (x86-64, x86-64-v2, x86-64-v3, x86-64-v4) that this CPU has, e.g. to build and test the kernel
+  as an older CPU would run it.
   """
   if platform.machine() not in ("x86_64", "AMD64"):
     return []
   flags = _cpu_flags()
+  level = os.environ.get(MARCH_ENV_VAR, "")
+  if level:
+    if level not in _X86_64_LEVELS:
+      raise NativeBuildError(f"{MARCH_ENV_VAR}={level!r} is not a level the kernel is built "
+                             f"for; accepted: {', '.join(_X86_64_LEVELS)}")
+    missing = sorted(_X86_64_LEVELS[level] - flags)
+    if missing:
+      raise NativeBuildError(f"{MARCH_ENV_VAR}={level!r} needs CPU flags this CPU lacks: "
+                             f"{', '.join(missing)}")
+    return [f"-march={level}"]
   if _X86_64_V3 <= flags:
     return ["-march=x86-64-v3"]
   if _X86_64_V2 <= flags:
