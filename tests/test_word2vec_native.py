@@ -62,11 +62,11 @@ def _reference_step(E, C, toks, docs, widths, negs, lr, count, cbow, L, begin=0)
   return E, C, loss, pairs
 
 
-def _case(seed, n=7, L=2, k=3, per_slot=False):
+def _case(seed, n=7, L=2, k=3, per_slot=False, dim=5):
   """A stream slice with repeated words, two documents, padding at both ends, a noise word equal
   to its center, and a no-op tail (count < n)."""
   rng = np.random.default_rng(seed)
-  V, D = 6, 5
+  V, D = 6, dim
   E = rng.normal(size=(V, D)).astype(np.float32) * 0.5
   C = rng.normal(size=(V, D)).astype(np.float32) * 0.5
   toks = rng.integers(0, V, n + 2 * L).astype(np.int32)
@@ -82,10 +82,13 @@ REFERENCE_CASES = [("skipgram", False, 1), ("skipgram", True, 1), ("cbow", False
 
 
 @pytest.mark.parametrize("model, per_slot, threads", REFERENCE_CASES)
-def test_kernel_equals_sequential_numpy_reference(model, per_slot, threads):
-  L, lr, count = 2, 0.2, 6
+@pytest.mark.parametrize("dim", [5, 61])
+def test_kernel_equals_sequential_numpy_reference(model, per_slot, threads, dim):
+  """dim 61 = 32 + 16 + 8 + 4 + 1 takes every vector path of the kernel's dot product and
+  updates (four accumulators, one, the 4-float and the scalar tail) at 4, 8 and 16 lanes."""
+  L, lr, count = 2, 0.2 if dim < 32 else 0.05, 6
   for seed in range(3):
-    E, C, toks, docs, widths, negs = _case(seed, L=L, per_slot=per_slot)
+    E, C, toks, docs, widths, negs = _case(seed, L=L, per_slot=per_slot, dim=dim)
     step = jax.jit(lambda e, c, *a: native.word2vec_step(e, c, *a, cbow=model == "cbow",
                                                          window=L, threads=threads))
     e, c, loss, pairs = step(jnp.asarray(E), jnp.asarray(C), toks, docs, widths, negs,
@@ -290,7 +293,8 @@ def test_kernel_built_for_the_oldest_x86_64_equals_the_reference(tmp_path):
   from tests.conftest import run  # pylint: disable=g-import-not-at-top
   code = ("import tests.test_word2vec_native as t; from dl_jax.text import native; "
           "print(native.build_description()); "
-          "[t.test_kernel_equals_sequential_numpy_reference(*c) for c in t.REFERENCE_CASES]")
+          "[t.test_kernel_equals_sequential_numpy_reference(*c, d) for c in t.REFERENCE_CASES "
+          "for d in (5, 61)]")
   env = {native.MARCH_ENV_VAR: "x86-64", "DL_JAX_DATA_DIR": str(tmp_path)}
   result = run([sys.executable, "-c", code], env=env)
   assert result.returncode == 0, result.stderr[-3000:]
