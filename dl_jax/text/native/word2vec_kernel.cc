@@ -34,8 +34,8 @@
 //
 // Attributes: cbow (0 or 1), window (L), threads (1 or 2: each thread runs the loop on half of
 // the centers, reading and writing private copies of the rows it touches, then both threads write
-// the rows back; see Merge). Outputs: E, C, loss float32 [],
-// pairs float32 [] (skip-gram: (center, context) pairs; CBOW: centers with a non-empty window).
+// the rows back; see Merge). Outputs: E, C, loss float32 [], pairs float32 [] (skip-gram:
+// (center, context) pairs; CBOW: centers with a non-empty window).
 
 #include <atomic>
 #include <cmath>
