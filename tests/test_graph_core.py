@@ -146,6 +146,77 @@ def test_unknown_aggregation_and_readout_are_config_errors():
     mp.graph_readout(graph, "min")
 
 
+def _sorted_ids(rng, n, num_segments, low=0, high=None):
+  high = num_segments if high is None else high
+  return np.sort(rng.integers(low, high, n)).astype(np.int32)
+
+
+@JIT
+@pytest.mark.parametrize("n,num_segments,block", [
+    (1000, 64, 256), (1000, 7, 8), (777, 5, 100), (5, 3, 8), (256, 1, 16), (300, 40, 1)])
+def test_sorted_segment_sums_equal_jax_segment_sum(n, num_segments, block, jit):
+  rng = np.random.default_rng(n + num_segments)
+  x = rng.standard_normal((n, 3)).astype(np.float32)
+  ids = _sorted_ids(rng, n, num_segments)
+  want = jax.ops.segment_sum(x, ids, num_segments)
+  f = maybe_jit(lambda x, i: mp.sorted_segment_sum(x, i, num_segments, block), jit)
+  np.testing.assert_allclose(f(x, ids), want, rtol=1e-5, atol=1e-5)
+  for impl in mp.SEGMENT_SUM_IMPLS:
+    got = maybe_jit(lambda x, i, impl=impl: mp.segment_sum(x, i, num_segments, impl), jit)(x, ids)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=impl)
+
+
+@JIT
+def test_sorted_segment_sum_corner_cases(jit):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((600, 2, 3)).astype(np.float32)  # trailing dims kept
+  blocked = lambda x, ids, s: maybe_jit(
+      lambda x, ids: mp.sorted_segment_sum(x, ids, s, 16), jit)(x, ids)
+  # Empty segments (only even ids), ids out of range on both sides (dropped).
+  for ids in (2 * _sorted_ids(rng, 600, 20), _sorted_ids(rng, 600, 20, low=-30, high=50),
+              np.full(600, 40, np.int32), np.full(600, -1, np.int32)):
+    want = jax.ops.segment_sum(x, ids, 20)
+    np.testing.assert_allclose(blocked(x, ids, 20), want, rtol=1e-5, atol=1e-5)
+  assert mp.sorted_segment_sum(x[:0], np.zeros(0, np.int32), 4).shape == (4, 2, 3)
+  assert mp.sorted_segment_sum(x, _sorted_ids(rng, 600, 5), 0).shape == (0, 2, 3)
+  ones = np.ones((1024, 1), np.float32)  # one segment: every block is pure
+  np.testing.assert_array_equal(blocked(ones, np.zeros(1024, np.int32), 1), [[1024.0]])
+  # bfloat16 data accumulates in float32 and comes back as bfloat16, as the scatter does.
+  half = jnp.asarray(x[:, 0], jnp.bfloat16)
+  ids = _sorted_ids(rng, 600, 6)
+  got = mp.segment_sum(half, ids, 6, "blocked")
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32),
+                             np.asarray(mp.segment_sum(half, ids, 6), np.float32), rtol=1e-2)
+
+
+def test_unsorted_ids_are_rejected_or_give_nan():
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((4000, 2)).astype(np.float32)
+  ids = rng.integers(0, 8, 4000).astype(np.int32)
+  for impl in ("sorted", "blocked"):
+    with pytest.raises(DataError, match="must be sorted"):
+      mp.segment_sum(x, ids, 8, impl)
+  # Under jit the ids cannot be checked: the blocked sum is NaN rather than wrong ...
+  assert np.all(np.isnan(jax.jit(lambda x, i: mp.sorted_segment_sum(x, i, 8, 16))(x, ids)))
+  # ... and right where few blocks mix ids (here one block holds them all).
+  few = np.concatenate([np.full(3000, 7), [3, 1, 2], np.full(997, 7)]).astype(np.int32)
+  np.testing.assert_allclose(jax.jit(lambda x, i: mp.sorted_segment_sum(x, i, 8, 16))(x, few),
+                             jax.ops.segment_sum(x, few, 8), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match="unknown segment_sum impl 'atomic'"):
+    mp.segment_sum(x, ids, 8, "atomic")
+
+
+@JIT
+@pytest.mark.parametrize("impl", ["sorted", "blocked"])
+def test_readouts_with_sorted_sums_match_the_scatter(impl, jit):
+  graph = corner_batch()
+  for kind in ("sum", "mean"):
+    want = mp.graph_readout(graph, kind)
+    got = maybe_jit(lambda g, kind=kind: mp.graph_readout(g, kind, impl=impl), jit)(graph)
+    np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=kind)
+
+
 # ---------------------------------------------------------------------------------------------
 # GCN and GAT against dense references.
 

@@ -1,0 +1,75 @@
+"""bench/gpu.py at its --smoke size: a real run, every row present, torch rows run or explained."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+TORCH = importlib.util.find_spec("torch") is not None
+PYG = TORCH and importlib.util.find_spec("torch_geometric") is not None
+ROWS = [f"{bench} {row}" for bench in ("cnn_b128", "cnn_b4096", "resnet18_f32", "resnet18_bf16")
+        for row in ("dl_jax", "torch eager", "torch compile")]
+ROWS += ["gcn dl_jax", "gcn pyg eager", "gcn pyg compile"]
+ROWS += [f"readout dl_jax {impl}" for impl in ("scatter", "sorted", "blocked")]
+ROWS += ["readout torch index_add_ eager", "readout torch index_add_ compile",
+         "readout pyg global_add_pool eager"]
+
+
+def test_gpu_bench_smoke_runs_every_row(tmp_path):
+  out = tmp_path / "x.json"
+  done = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--out", str(out)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(out.read_text())
+  rows = {row["name"]: row for row in result["rows"]}
+  assert list(rows) == ROWS
+  lines = {name: [line for line in done.stdout.splitlines() if line.startswith(name + " ")]
+           for name in ROWS}
+  assert all(lines.values()), [name for name, found in lines.items() if not found]
+  assert "SMOKE: sizes reduced, timings not meaningful" in done.stdout
+  if result["platform"] == "cpu":
+    assert "the GPU figures are not measured" in done.stdout
+
+  for name, row in rows.items():
+    runs = row["side"] == "dl_jax" or (row["side"] == "torch" and TORCH) or (
+        row["side"] == "pyg" and PYG)
+    if runs and row["mode"] != "compile":  # a failing torch.compile only has to explain itself
+      assert row["ms"] is not None, (name, row.get("error"))
+    if row["ms"] is None:
+      assert row["error"], name
+      assert not runs or row["mode"] == "compile", (name, row["error"])
+      assert any("unavailable: " in line for line in lines[name]), lines[name]
+    else:
+      assert row["ms"] > 0 and math.isfinite(row["value"]), name
+    if row["side"] == "dl_jax":
+      reference = "pyg" if row["bench"] == "gcn" else "torch"
+      for mode in ("eager", "compile"):
+        other = next(r for r in rows.values() if r["bench"] == row["bench"]
+                     and r["side"] == reference and r["mode"] == mode)
+        ratio = row[f"ratio_jax_over_{mode}"]
+        if other["ms"] is None:
+          assert ratio is None, name
+        else:
+          assert math.isfinite(ratio) and ratio > 0, (name, mode, ratio)
+
+  # The sorted read-outs add up to the scatter's sums; torch and PyG to the same values.
+  for impl in ("sorted", "blocked"):
+    assert rows[f"readout dl_jax {impl}"]["max_rel_diff"] < 1e-5
+  same = [("readout dl_jax scatter", "readout torch index_add_ eager", 1e-4),
+          ("gcn dl_jax", "gcn pyg eager", 1e-4)]
+  for ours, theirs, tolerance in same:
+    if rows[theirs]["ms"] is not None:
+      assert math.isclose(rows[ours]["value"], rows[theirs]["value"], rel_tol=tolerance), (
+          ours, rows[ours]["value"], rows[theirs]["value"])
+  if not TORCH:
+    assert "torch is not importable here" in done.stdout
+
+
+def test_gpu_bench_bad_flag_is_one_line():
+  done = subprocess.run([sys.executable, "bench/gpu.py", "--benches", "cnn,lstm"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 2
+  assert done.stderr.strip() == "error: --benches: lstm; accepted: cnn, resnet18, gcn, readout"
