@@ -37,7 +37,7 @@ max-pool forward/backward.
 
 Usage: python bench/train_step.py [--models mlp,cnn] [--steps 100] [--batch_size 128] [--rounds 5]
   [--warmup 10] [--layers] [--cores N] [--no_compile]
-  [--variants model,auto/auto,custom_vjp/xla,xla/slices,xla/xla,im2col/auto]
+  [--variants model,folded/slices,custom_vjp/slices,xla/reshape,xla/xla,im2col/auto]
 e.g. ./launch.sh bench train_step --models resnet18_small,googlenet_small --steps 20 --rounds 4
 Needs PyTorch: pip install -e .[bench]
 """
@@ -78,7 +78,7 @@ from dl_jax.nn.conv import conv2d, resolve_impl
 from dl_jax.nn.pool import max_pool
 from dl_jax.tasks.image_classification import create_train_state, train_step
 
-DEFAULT_VARIANTS = "model,auto/auto,custom_vjp/xla,xla/slices,xla/xla"
+DEFAULT_VARIANTS = "model,folded/slices,custom_vjp/slices,xla/reshape,xla/xla"
 MODELS = ("mlp", "cnn", "resnet18_small", "googlenet_small")
 REGISTERED = ("resnet18_small", "googlenet_small")  # built by name through the registry
 INPUT_SHAPE = (28, 28, 1)
@@ -507,7 +507,7 @@ def profile_layers(batch_size: int, rounds: int, seed: int) -> None:
   rng = np.random.default_rng(seed)
   layers = [("conv1 28x28x1->6", 28, 1, 6), ("conv2 24x24x6->12", 24, 6, 12),
             ("conv3 10x10x12->12", 10, 12, 12)]
-  impls = ("xla", "im2col", "custom_vjp")
+  impls = ("xla", "im2col", "custom_vjp", "folded")
   print(f"per layer, batch {batch_size}, ms (median): forward / input grad / kernel grad")
   header = f"{'layer':<20}" + "".join(f"{name:>24}" for name in (*impls, "torch"))
   print(header)
@@ -539,13 +539,14 @@ def profile_layers(batch_size: int, rounds: int, seed: int) -> None:
     cells = [" / ".join(f"{ms[(impl, i)]:.2f}" for i in range(3)) for impl in (*impls, "torch")]
     print(f"{label:<20}" + "".join(f"{c:>24}" for c in cells))
 
-  print(f"\n{'max-pool 2x2':<20}" + "".join(f"{n:>24}" for n in ("xla", "slices", "torch")))
+  pools = ("xla", "slices", "reshape")
+  print(f"\n{'max-pool 2x2':<20}" + "".join(f"{n:>24}" for n in (*pools, "torch")))
   for label, size in (("pool1 20x20x12", 20), ("pool2 6x6x12", 6)):
     x = rng.standard_normal((batch_size, size, size, 12), dtype=np.float32)
     g = rng.standard_normal((batch_size, size // 2, size // 2, 12), dtype=np.float32)
     xj, gj = jnp.asarray(x), jnp.asarray(g)
     fns = {}
-    for impl in ("xla", "slices"):
+    for impl in pools:
       pool = lambda x, impl=impl: max_pool(x, (2, 2), (2, 2), impl=impl)
       fwd, bwd = jax.jit(pool), jax.jit(lambda x, g, pool=pool: jax.vjp(pool, x)[1](g)[0])
       fns[(impl, 0)] = lambda f=fwd: jax.block_until_ready(f(xj))
@@ -558,7 +559,7 @@ def profile_layers(batch_size: int, rounds: int, seed: int) -> None:
       fns[("torch", 1)] = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
           gt, xt, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
       ms = _median_ms(fns, rounds, 5)
-    cells = [f"{ms[(impl, 0)]:.2f} / {ms[(impl, 1)]:.2f}" for impl in ("xla", "slices", "torch")]
+    cells = [f"{ms[(impl, 0)]:.2f} / {ms[(impl, 1)]:.2f}" for impl in (*pools, "torch")]
     print(f"{label:<20}" + "".join(f"{c:>24}" for c in cells))
   print()
 

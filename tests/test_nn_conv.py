@@ -14,7 +14,7 @@ from dl_jax.nn import conv as conv_lib
 from dl_jax.nn.conv import Conv, conv2d
 from dl_jax.nn.pool import max_pool
 
-CONV_IMPLS = ("xla", "im2col", "custom_vjp")
+CONV_IMPLS = ("xla", "im2col", "custom_vjp", "folded")
 TOL = 1e-5
 
 
@@ -69,7 +69,7 @@ def test_conv_matches_flax(impl, case):
   _compare(ref, Conv(features, kernel, strides=strides, padding=padding, impl=impl), x)
 
 
-@pytest.mark.parametrize("impl,trials", [("im2col", 4), ("custom_vjp", 10)])
+@pytest.mark.parametrize("impl,trials", [("im2col", 4), ("custom_vjp", 10), ("folded", 10)])
 def test_conv_random_shapes(impl, trials):
   """Random shapes, kernel sizes, strides, paddings and biases (im2col compiles slowly)."""
   rng = np.random.default_rng(0)
@@ -91,6 +91,38 @@ def test_conv_auto_on_the_mnist_cnn_layers():
   for size, cin, features in ((28, 1, 6), (24, 6, 12), (10, 12, 12)):
     x = jax.random.normal(jax.random.key(size), (9, size, size, cin))
     _compare(nn.Conv(features, (5, 5), padding="VALID"), Conv(features, 5, padding="VALID"), x)
+
+
+def test_folded_conv_internals():
+  """The width folds of the 5.3.1 layers, and the convolution written with a dilated width
+  (used above 16 features) against the plain one, padded and not."""
+  layers = ((1, 6, 28), (6, 12, 24), (12, 12, 10))  # (C_in, C_out, W) of the 5x5 layers
+  assert [conv_lib._fold_factor(cin, cout, w - 4) for cin, cout, w in layers] == [8, 4, 2]
+  assert conv_lib._fold_factor(32, 32, 24) == conv_lib._fold_factor(1, 64, 24) == 1
+  x = jax.random.normal(jax.random.key(5), (3, 7, 9, 20))
+  k = jax.random.normal(jax.random.key(6), (3, 2, 20, 24))
+  for pad_w in ((0, 0), (1, 2)):
+    want = jax.lax.conv_general_dilated(x, k, (1, 1), ((0, 0), pad_w),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert_close(conv_lib._eigen_conv(x, k, pad_w), want, f"pad_w={pad_w}")
+  e = jax.random.normal(jax.random.key(7), (5, 4, 3, 2))
+  folded = conv_lib._fold_kernel(e, 4)
+  # <fold(k), d> = <k, unfold(d)>: the kernel gradient is mapped back by the transpose.
+  d = jax.random.normal(jax.random.key(8), folded.shape)
+  assert_close(jnp.vdot(folded, d), jnp.vdot(e, conv_lib._unfold_kernel_grad(d, e.shape, 4)))
+
+
+def test_conv_folded_bfloat16():
+  """bfloat16 compute: the folded layer agrees with flax's to bfloat16 precision."""
+  x = jax.random.normal(jax.random.key(9), (16, 24, 24, 6))
+  ref = nn.Conv(12, (5, 5), padding="VALID", dtype=jnp.bfloat16)
+  ours = Conv(12, 5, padding="VALID", dtype=jnp.bfloat16, impl="folded")
+  params = ref.init(jax.random.key(0), x)
+  (y_ref, (gp_ref, gx_ref)), (y, (gp, gx)) = (_forward_and_grads(m, params, x) for m in (ref, ours))
+  assert y.dtype == y_ref.dtype == jnp.bfloat16 and gx.dtype == gx_ref.dtype
+  for got, want in [(y, y_ref), (gx, gx_ref), *zip(jax.tree.leaves(gp), jax.tree.leaves(gp_ref))]:
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_allclose(got, want, atol=3e-2 * np.max(np.abs(want)), rtol=0)
 
 
 def test_conv_kernel_gradient_large_batch_uses_loop():
@@ -139,7 +171,7 @@ def test_conv_impl_validation():
 
 def test_auto_picks_per_backend(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  assert conv_lib.resolve_impl("auto") == "custom_vjp"
+  assert conv_lib.resolve_impl("auto") == "folded"
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert conv_lib.resolve_impl("auto") == "xla"
   assert conv_lib.resolve_impl("im2col") == "im2col"
@@ -165,16 +197,17 @@ def test_max_pool_matches_flax(shape, window, ties):
   x = (jax.random.randint(key, shape, 0, 3).astype(jnp.float32) if ties
        else jax.random.normal(key, shape))
   y_ref, g_ref = _pool_forward_and_grad(x, window, "xla")
-  for impl in ("slices", "auto"):
+  for impl in ("slices", "reshape", "auto"):
     y, g = _pool_forward_and_grad(x, window, impl)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(g, g_ref)
     np.testing.assert_array_equal(y, nn.max_pool(x, window, strides=window))
 
 
-def test_max_pool_tie_goes_to_first_in_window():
+@pytest.mark.parametrize("impl", ["slices", "reshape"])
+def test_max_pool_tie_goes_to_first_in_window(impl):
   x = jnp.array([[1., 3.], [3., 0.]]).reshape(1, 2, 2, 1)
-  grad = jax.grad(lambda x: max_pool(x, (2, 2), (2, 2), impl="slices").sum())(x)
+  grad = jax.grad(lambda x: max_pool(x, (2, 2), (2, 2), impl=impl).sum())(x)
   np.testing.assert_array_equal(grad.reshape(2, 2), [[0., 1.], [0., 0.]])
 
 
@@ -183,8 +216,9 @@ def test_max_pool_impl_validation():
   with pytest.raises(ValueError) as err:
     max_pool(x, (2, 2), (2, 2), impl="reshape2")
   assert "'reshape2'" in str(err.value) and "'slices'" in str(err.value)
-  with pytest.raises(ValueError, match="strides equal to the window"):
-    max_pool(x, (3, 3), (2, 2), impl="slices")
+  for impl in ("slices", "reshape"):
+    with pytest.raises(ValueError, match="strides equal to the window"):
+      max_pool(x, (3, 3), (2, 2), impl=impl)
   # 'auto' falls back to flax's pooling where the slices cannot do it.
   np.testing.assert_array_equal(max_pool(x, (3, 3), (2, 2), padding="SAME"),
                                 nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))

@@ -13,23 +13,43 @@ eq. 5.14 (input), are computed:
 - 'custom_vjp': the forward pass is XLA's convolution (or, for one input channel, a sum of
   kh*kw broadcast products), and the backward pass is written out by hand:
   * eq. 5.13, dL/dk_j = sum_i dL/dy_i x_{i-j}: a correlation of the input with the output
-    gradient over the batch, computed as a sum of convolutions over chunks of at most 8
-    examples (each chunk a small, canonical convolution);
+    gradient over the batch, computed as a sum of convolutions over chunks of 16 examples
+    (each chunk a small, canonical convolution);
   * eq. 5.14, dL/dx_l = sum_i dL/dy_i k_{i-l}: a convolution of the output gradient with
     the kernel along the width only, giving kh partial rows at once, which are then shifted
     and summed along the height.
-- 'auto': 'custom_vjp' when `jax.default_backend()` is 'cpu', else 'xla'.
+- 'folded' (stride 1; otherwise 'custom_vjp'): the same three computations on the width
+  folded into the channels. In NHWC, [N, H, W, C] and [N, H, W/s, s*C] are the same array, and
+  the convolution with kernel k is the convolution of the folded input with the folded kernel
+  k'[i, q, (t, c), (r, o)] = k[i, s*q + t - r, c, o] (zero outside k), which gives the output
+  folded the same way, [N, H', W'/s, s*C_out]. Only the small kernel is rearranged. s is the
+  smallest power of 2 giving >= 16 input channels, at most 8 and 48 output channels (5.3.1
+  network: 8, 4, 2); Eigen's convolution runs these wider channels faster, despite the taps
+  that the folded kernel multiplies by zero.
+- 'auto': 'folded' when `jax.default_backend()` is 'cpu', else 'xla'.
 
-Why 'custom_vjp' on CPU (measured with jax/jaxlib 0.10.2, 2 cores, batch 128, the 5.3.1
-network; `python bench/train_step.py --layers` prints the per-layer table): XLA's forward
-convolutions are fast, its gradients are not. The kernel gradient is lowered to a convolution
-whose "input features" are the 128 examples; XLA:CPU hands convolutions with more than 16
-features to YNNPACK, 4-7x slower than Eigen on this shape (layer 2: 18 ms; chunks of 8
-examples: 2.5 ms; the XLA flag --xla_cpu_experimental_ynn_fusion_type= also avoids it, at
-4.3 ms). The input gradient is a convolution with few output channels (6), where Eigen takes
-~3x its forward time (layer 2: 9 ms; the row formulation: 3.7 ms). 'im2col' materializes
-kh*kw = 25 copies of the input and is memory-bound (layer 2 forward: 20 ms vs 3.2 ms).
-For one input channel the broadcast sum beats the convolution (layer 1: 0.5 ms vs 2.4 ms).
+XLA:CPU gives convolutions with more than 16 input or output features to YNNPACK, which is
+several times slower than Eigen on these shapes (layer 2: XLA's kernel gradient, a convolution
+over the whole batch, 12.0 ms; folded forward pass through YNNPACK 4.9 ms, through Eigen 1.9 ms);
+every convolution here with more features is written with an equivalent dilated width that XLA
+keeps on Eigen (`_eigen_conv`). The XLA flag --xla_cpu_experimental_ynn_fusion_type= (empty)
+does the same for a whole program.
+
+Measured with jax/jaxlib 0.10.2 on 2 cores (AMD EPYC, load ~1.5 from other work), batch 128,
+the 5.3.1 network, `python bench/train_step.py --layers`: forward / input gradient / kernel
+gradient in ms, PyTorch 2.13 (oneDNN) alongside (a train step skips the first input gradient):
+
+| layer | xla | custom_vjp | folded | torch |
+|---|---|---|---|---|
+| 1: 28x28x1 -> 6 | 2.70/8.84/1.94 | 0.33/2.62/0.79 | 0.75/0.84/0.80 | 0.60/4.81/0.48 |
+| 2: 24x24x6 -> 12 | 3.78/10.88/12.04 | 3.84/3.75/2.57 | 1.91/2.39/2.49 | 1.42/3.57/2.25 |
+| 3: 10x10x12 -> 12 | 0.55/2.13/0.88 | 0.54/0.72/0.60 | 0.50/0.56/0.69 | 0.42/0.57/0.70 |
+
+In the train step 'folded' also runs the first layer's forward pass as a convolution: the
+broadcast sum is faster alone but is an elementwise chain that XLA fuses into, and recomputes
+in, each consumer (the folded view for layer 2, every chunk of layer 2's kernel gradient).
+'im2col' materializes kh*kw = 25 copies of the input and is memory-bound (layer 2 forward:
+21.85 ms).
 """
 
 import functools
@@ -38,15 +58,23 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-IMPLS = ("auto", "xla", "im2col", "custom_vjp")
+IMPLS = ("auto", "xla", "im2col", "custom_vjp", "folded")
 
 _DN = ("NHWC", "HWIO", "NHWC")
-# Examples per convolution in the kernel gradient (its "input features"): XLA:CPU sends
-# convolutions with more than 16 input or output features to YNNPACK, slow for this shape;
-# 8 measured as fast as 16.
-_CHUNK = 8
+# Examples per convolution in the kernel gradient (its "input features"); 16 measured a little
+# faster than 8 or 32 on the 5.3.1 layers.
+_CHUNK = 16
+# XLA:CPU hands convolutions with more input or output features than this to YNNPACK.
+_YNN_FEATURES = 16
+# 'folded' folds the width into the channels until there are at least _FOLD_FEATURES of them,
+# by at most _MAX_FOLD and to at most _MAX_FOLDED_FEATURES output channels (the 5.3.1 network:
+# folds 8, 4 and 2; wider layers are not folded).
+_FOLD_FEATURES = 16
+_MAX_FOLD = 8
+_MAX_FOLDED_FEATURES = 48
 # Above this many chunks the kernel gradient loops with `lax.scan` instead of unrolling.
 _MAX_UNROLLED_CHUNKS = 32
 
@@ -59,7 +87,7 @@ def resolve_impl(impl: str) -> str:
   if impl not in IMPLS:
     raise ValueError(f"unknown conv impl {impl!r}; accepted: {', '.join(map(repr, IMPLS))}")
   if impl == "auto":
-    return "custom_vjp" if jax.default_backend() == "cpu" else "xla"
+    return "folded" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
@@ -113,6 +141,23 @@ def _conv_xla(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
   return lax.conv_general_dilated(x, kernel, strides, "VALID", dimension_numbers=_DN)
 
 
+def _eigen_conv(x: Array, kernel: Array, pad_w: tuple[int, int] = (0, 0),
+                preferred_element_type=None) -> Array:
+  """Stride-1 convolution, 'VALID' in height, zero-padded by `pad_w` in width.
+
+  XLA:CPU gives convolutions with more than 16 input or output features to YNNPACK, several
+  times slower than Eigen on these shapes, and keeps those with a dilated input (base dilation)
+  on Eigen. Above 16 features the same convolution is written with the width dilated by 2 on both
+  sides and stride 2: y[w] = sum_q x_d[2w + 2q] k[q] = sum_q x[w + q] k[q], identical values.
+  """
+  if max(x.shape[-1], kernel.shape[-1]) <= _YNN_FEATURES:
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((0, 0), pad_w), dimension_numbers=_DN,
+                                    preferred_element_type=preferred_element_type)
+  return lax.conv_general_dilated(x, kernel, (1, 2), ((0, 0), (2 * pad_w[0], 2 * pad_w[1])),
+                                  lhs_dilation=(1, 2), rhs_dilation=(1, 2), dimension_numbers=_DN,
+                                  preferred_element_type=preferred_element_type)
+
+
 def _conv_im2col(x: Array, kernel: Array, strides: tuple[int, int]) -> Array:
   kh, kw, _, cout = kernel.shape
   return jnp.einsum("nhwp,po->nhwo", _patches(x, (kh, kw), strides),
@@ -154,6 +199,8 @@ def _kernel_grad(x: Array, g: Array, kernel_shape: tuple[int, ...],
   gt = jnp.transpose(g.reshape(num_chunks, chunk, *g.shape[1:]), (0, 2, 3, 1, 4))
 
   def one_chunk(xc, gc):
+    if strides == (1, 1):
+      return _eigen_conv(xc, gc, preferred_element_type=acc_dtype)
     return lax.conv_general_dilated(xc, gc, (1, 1), "VALID", rhs_dilation=strides,
                                     dimension_numbers=_DN, preferred_element_type=acc_dtype)
 
@@ -182,8 +229,7 @@ def _input_grad(g: Array, kernel: Array, x_shape: tuple[int, ...],
   ho = g.shape[1]
   # kernel_w[0, j', o, (i, c)] = k[i, kw-1-j', c, o]: a correlation along the width.
   kernel_w = jnp.transpose(kernel[:, ::-1], (1, 3, 0, 2)).reshape(1, kw, cout, kh * cin)
-  rows = lax.conv_general_dilated(g, kernel_w, (1, 1), ((0, 0), (kw - 1, kw - 1)),
-                                  dimension_numbers=_DN).reshape(n, ho, w, kh, cin)
+  rows = _eigen_conv(g, kernel_w, (kw - 1, kw - 1)).reshape(n, ho, w, kh, cin)
   dx = None
   for i in range(kh):
     term = jnp.pad(rows[:, :, :, i, :], ((0, 0), (i, h - ho - i), (0, 0), (0, 0)))
@@ -209,6 +255,96 @@ def _conv_custom_vjp_bwd(strides, residuals, g):
 _conv_custom_vjp.defvjp(_conv_custom_vjp_fwd, _conv_custom_vjp_bwd)
 
 
+# --- 'folded': the width folded into the channels ------------------------------------------
+
+def _fold_factor(cin: int, cout: int, out_w: int) -> int:
+  """Width fold s (a power of 2): the smallest giving >= _FOLD_FEATURES input channels, within
+  _MAX_FOLD, _MAX_FOLDED_FEATURES output channels and the output width."""
+  s = 1
+  while (s * cin < _FOLD_FEATURES and 2 * s <= min(_MAX_FOLD, out_w)
+         and 2 * s * cout <= _MAX_FOLDED_FEATURES):
+    s *= 2
+  return s
+
+
+def _folded_kernel_width(kw: int, s: int) -> int:
+  """Q: output column s*w' + r needs input columns s*w' + r + j, j < kw, i.e. folded q < Q."""
+  return (s + kw - 2) // s + 1
+
+
+def _fold_geometry(w: int, kw: int, s: int) -> tuple[int, int, int]:
+  """(W_out, folded output width, folded input width) of a valid convolution, fold s."""
+  wo = w - kw + 1
+  wo_f = -(-wo // s)
+  return wo, wo_f, wo_f + _folded_kernel_width(kw, s) - 1
+
+
+def _fold_matrix(kw: int, s: int) -> np.ndarray:
+  """E[q, t, r, j] = 1 where s*q + t - r = j: folded kernel tap (q, t, r) <- kernel column j."""
+  e = np.zeros((_folded_kernel_width(kw, s), s, s, kw), np.float32)
+  for r in range(s):
+    for j in range(kw):
+      q, t = divmod(r + j, s)
+      e[q, t, r, j] = 1
+  return e
+
+
+def _fold(x: Array, s: int, width: int) -> Array:
+  """[N, H, W, C] -> [N, H, width, s*C]: zero-pads W to s*width, then a free reshape (NHWC)."""
+  n, h, w, c = x.shape
+  if s * width != w:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, s * width - w), (0, 0)))
+  return x.reshape(n, h, width, s * c)
+
+
+def _fold_kernel(kernel: Array, s: int) -> Array:
+  """k'[i, q, (t, c), (r, o)] = k[i, s*q + t - r, c, o] (zero outside the kernel)."""
+  kh, kw, cin, cout = kernel.shape
+  e = jnp.asarray(_fold_matrix(kw, s), kernel.dtype)
+  return jnp.einsum("qtrj,ijco->iqtcro", e, kernel, precision=lax.Precision.HIGHEST).reshape(
+      kh, e.shape[0], s * cin, s * cout)
+
+
+def _unfold_kernel_grad(dk_folded: Array, kernel_shape: tuple[int, ...], s: int) -> Array:
+  """The transpose of `_fold_kernel`: sums the folded taps back onto the kernel."""
+  kh, kw, cin, cout = kernel_shape
+  e = jnp.asarray(_fold_matrix(kw, s), dk_folded.dtype)
+  return jnp.einsum("qtrj,iqtcro->ijco", e, dk_folded.reshape(kh, e.shape[0], s, cin, s, cout),
+                    precision=lax.Precision.HIGHEST)
+
+
+def _folded_forward(x: Array, kernel: Array, s: int) -> Array:
+  kh, kw, _, cout = kernel.shape
+  n, h, w, _ = x.shape
+  wo, wo_f, w_f = _fold_geometry(w, kw, s)
+  y = _eigen_conv(_fold(x, s, w_f), _fold_kernel(kernel, s))
+  return y.reshape(n, h - kh + 1, s * wo_f, cout)[:, :, :wo]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_folded(x: Array, kernel: Array, s: int) -> Array:
+  return _folded_forward(x, kernel, s)
+
+
+def _conv_folded_fwd(x, kernel, s):
+  return _folded_forward(x, kernel, s), (x, kernel)
+
+
+def _conv_folded_bwd(s, residuals, g):
+  """Eq. 5.13-5.14 as in 'custom_vjp', on the folded input, output gradient and kernel."""
+  x, kernel = residuals
+  n, h, w, cin = x.shape
+  _, wo_f, w_f = _fold_geometry(w, kernel.shape[1], s)
+  kernel_f = _fold_kernel(kernel, s)
+  x_f, g_f = _fold(x, s, w_f), _fold(g, s, wo_f)
+  dx = _input_grad(g_f, kernel_f, x_f.shape, (1, 1)).reshape(n, h, s * w_f, cin)[:, :, :w]
+  dk = _kernel_grad(x_f, g_f, kernel_f.shape, (1, 1))
+  return dx.astype(x.dtype), _unfold_kernel_grad(dk, kernel.shape, s).astype(kernel.dtype)
+
+
+_conv_folded.defvjp(_conv_folded_fwd, _conv_folded_bwd)
+
+
 def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
            padding: PaddingLike = "VALID", impl: str = "auto") -> Array:
   """2-D convolution (cross-correlation, as in the notes' footnote 1) of NHWC `x` with HWIO
@@ -225,6 +361,10 @@ def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   if impl == "im2col":
     return _conv_im2col(x, kernel, strides)
+  if impl == "folded" and strides == (1, 1):
+    s = _fold_factor(x.shape[3], kernel.shape[3], x.shape[2] - kernel.shape[1] + 1)
+    if s > 1:
+      return _conv_folded(x, kernel, s)
   return _conv_custom_vjp(x, kernel, strides)
 
 
@@ -245,7 +385,7 @@ class Conv(nn.Module):
     param_dtype: parameter dtype.
     kernel_init: initializer of the HWIO kernel (flax's default: LeCun normal).
     bias_init: initializer of the bias (flax's default: zeros).
-    impl: 'auto', 'xla', 'im2col' or 'custom_vjp' (see the module docstring).
+    impl: 'auto', 'xla', 'im2col', 'custom_vjp' or 'folded' (see the module docstring).
   """
   features: int
   kernel_size: int | Sequence[int]

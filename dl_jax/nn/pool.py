@@ -9,9 +9,13 @@
   and the gradient (eq. 5.18) is written by hand as masks on those views, interleaved back.
   On CPU this is ~4x faster than select-and-scatter for the 2x2 pools of the 5.3.1 network
   (backward over 128x20x20x12: 1.3 ms vs 5.5 ms).
-- 'auto': 'slices' on CPU when the window allows it, else 'xla'.
+- 'reshape': the same windows as the free reshape [N, H/wh, wh, W/ww, ww, C] of an NHWC array:
+  the forward pass is a max over the two window axes, the gradient is assembled on that view (no
+  strided interleave). In the 5.3.1 train step on CPU it was faster than 'slices' in 3 of 4
+  interleaved comparisons, by 0.4-1.0 ms of 12-15 ms per step (slower by 0.4 ms in one).
+- 'auto': 'reshape' on CPU when the window allows it, else 'xla'.
 
-Ties (footnote 6 of the notes: at a tied maximum only one-sided derivatives exist): both
+Ties (footnote 6 of the notes: at a tied maximum only one-sided derivatives exist): all
 implementations send the whole output gradient to ONE input of each window, the first maximal
 one in row-major window order (the one with the smallest row, then column offset), so their
 gradients are identical, ties included. This is also PyTorch's `MaxPool2d` choice; plain
@@ -26,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "slices")
+IMPLS = ("auto", "xla", "slices", "reshape")
 
 Array = jax.Array
 
@@ -87,25 +91,73 @@ def _pool_slices_bwd(window, residuals, g):
 _pool_slices_2d.defvjp(_pool_slices_fwd, _pool_slices_bwd)
 
 
+def _windows(x: Array, window: tuple[int, int]) -> Array:
+  """[N, H, W, C] -> [N, H', wh, W', ww, C] (cropped to whole windows; a free reshape in NHWC)."""
+  (wh, ww), (n, h, w, c) = window, x.shape
+  ho, wo = h // wh, w // ww
+  if (ho * wh, wo * ww) != (h, w):
+    x = x[:, :ho * wh, :wo * ww]
+  return x.reshape(n, ho, wh, wo, ww, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool_reshape_2d(x: Array, window: tuple[int, int]) -> Array:
+  return jnp.max(_windows(x, window), axis=(2, 4))
+
+
+def _pool_reshape_fwd(x, window):
+  y = _pool_reshape_2d(x, window)
+  return y, (x, y)
+
+
+def _pool_reshape_bwd(window, residuals, g):
+  """Eq. 5.18 on the window view: g goes to the first maximum of each window (row-major)."""
+  x, y = residuals
+  wh, ww = window
+  xw = _windows(x, window)
+  hit = xw == y[:, :, None, :, None, :]
+  taken = jnp.zeros_like(hit[:, :, :1, :, :1])  # a maximum came earlier in the window
+  grads = []
+  for a in range(wh):
+    row = []
+    for b in range(ww):
+      first = hit[:, :, a:a + 1, :, b:b + 1] & ~taken
+      taken = taken | first
+      row.append(jnp.where(first, g[:, :, None, :, None, :], 0))
+    grads.append(jnp.concatenate(row, axis=4))
+  dx = jnp.concatenate(grads, axis=2).reshape(xw.shape[0], xw.shape[1] * wh,
+                                              xw.shape[3] * ww, xw.shape[5])
+  if dx.shape != x.shape:
+    dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]),
+                      (0, 0)))
+  return (dx.astype(x.dtype),)
+
+
+_pool_reshape_2d.defvjp(_pool_reshape_fwd, _pool_reshape_bwd)
+
+
 def max_pool(x: Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
              padding: str | Sequence[tuple[int, int]] = "VALID", impl: str = "auto") -> Array:
   """Max pooling of `x` (..., H, W, C) over `window_shape`, like `flax.linen.max_pool`.
 
   `strides` defaults to (1, 1) as in flax; the 5.3.1 network uses window = strides = (2, 2).
-  Raises ValueError for an unknown `impl`, or for 'slices' with windows it cannot do.
+  Raises ValueError for an unknown `impl`, or for 'slices' / 'reshape' with windows they cannot
+  do.
   """
   if impl not in IMPLS:
     raise ValueError(f"unknown max_pool impl {impl!r}; accepted: {', '.join(map(repr, IMPLS))}")
   window_shape = tuple(window_shape)
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
   supported = _slices_supported(x, window_shape, strides, padding)
-  if impl == "slices" and not supported:
+  if impl in ("slices", "reshape") and not supported:
     raise ValueError(
-        "max_pool impl 'slices' needs an NHWC input, a 2-D window, strides equal to the window "
+        f"max_pool impl {impl!r} needs an NHWC input, a 2-D window, strides equal to the window "
         f"and 'VALID' padding; got input shape {x.shape}, window {window_shape}, "
         f"strides {strides}, padding {padding!r}")
   if impl == "auto":
-    impl = "slices" if supported and jax.default_backend() == "cpu" else "xla"
+    impl = "reshape" if supported and jax.default_backend() == "cpu" else "xla"
   if impl == "xla":
     return nn.max_pool(x, window_shape, strides=strides, padding=padding)
+  if impl == "reshape":
+    return _pool_reshape_2d(x, window_shape)
   return _pool_slices_2d(x, window_shape)
