@@ -62,7 +62,7 @@ SHORT_RUNS = {
         "--config.max_steps=1000", "--config.checkpoint_every_steps=200",
         "--config.log_every_steps=50", "--config.keep_checkpoints=10"), 200),
     "node_classification": ("gnn_wordnet", (
-        "--config.seeds=3", "--config.num_epochs=90", "--config.checkpoint_every_steps=15",
+        "--config.seeds=3", "--config.num_epochs=45", "--config.checkpoint_every_steps=15",
         "--config.log_every_steps=5", "--config.keep_checkpoints=10"), 15),
     "graph_classification": ("gnn_mutag", (
         "--config.folds=3", "--config.num_epochs=25", "--config.batch_size=16",
