@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dl_jax import optim, plots
+from dl_jax import plots
 from dl_jax.data.images import mnist, pipeline
 from dl_jax.engine import checks, sharding
 from dl_jax.engine.task import jit_step
@@ -151,18 +151,13 @@ class Autoencoding(classification.EpochTask):
       sharding.check_batch_size(config[key], mesh, key)
     raw = unit_images(mnist.load(config.dataset, config.data_dir or None))
     self.train, self.val, self.test = classification.image_splits(raw, config)
-    self.steps_per_epoch, self.schedule_steps = classification.epoch_schedule(len(self.train),
-                                                                              config)
-    self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
-                                   self.schedule_steps, config.warmup_steps)
+    self._epochs_over_train()
     self._train_step = jit_step(functools.partial(
         train_step, loss=config.loss, code_l1=float(config.code_l1), noise=config.noise,
         noise_level=float(config.noise_level)), donate_argnums=0)
     self._eval_step = jax.jit(eval_step)
     self._encode = jax.jit(lambda params, x: self.model.apply({"params": params}, x,
                                                               method="encode"))
-    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
-                                         jax.process_index(), jax.process_count())
     self._val_inputs = None
 
   def noisy(self, split: pipeline.Split, stream: int) -> np.ndarray:

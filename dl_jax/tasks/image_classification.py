@@ -305,6 +305,16 @@ class EpochTask(Task):
       "warmup_steps": checks.nonnegative_int("no warm-up"),
   }
 
+  def _epochs_over_train(self) -> None:
+    """The epochs over `self.train`: steps_per_epoch, schedule_steps, tx (the config's optimizer
+    and schedule) and _batches (this process's slice of the batch of each step)."""
+    config = self.config
+    self.steps_per_epoch, self.schedule_steps = epoch_schedule(len(self.train), config)
+    self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
+                                   self.schedule_steps, config.warmup_steps)
+    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
+                                         jax.process_index(), jax.process_count())
+
   def plan(self) -> Plan:
     return Plan(self.schedule_steps, self.steps_per_epoch, "examples", self.config.batch_size,
                 eval_every_steps=self.steps_per_epoch if len(self.val) else 0)

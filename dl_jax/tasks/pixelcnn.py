@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dl_jax import optim, plots
+from dl_jax import plots
 from dl_jax.data.images import binarized_mnist, pipeline
 from dl_jax.engine import checks, sharding
 from dl_jax.engine.task import jit_step
@@ -96,14 +96,9 @@ class Autoregressive(classification.EpochTask):
       sharding.check_batch_size(config[key], mesh, key)
     raw = binary_images(binarized_mnist.load(config.binarization_seed, config.data_dir or None))
     self.train, self.val, self.test = classification.image_splits(raw, config)
-    self.steps_per_epoch, self.schedule_steps = classification.epoch_schedule(len(self.train),
-                                                                              config)
-    self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
-                                   self.schedule_steps, config.warmup_steps)
+    self._epochs_over_train()
     self._train_step = jit_step(train_step, donate_argnums=0)
     self._eval_step = jax.jit(eval_step)
-    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
-                                         jax.process_index(), jax.process_count())
     self._sample = jax.jit(lambda params, key, canvas, start: pixelcnn.ancestral_sample(
         lambda x: self.model.apply({"params": params}, x), key, canvas, start))
 

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.scipy import special
 
-from dl_jax import optim, plots
+from dl_jax import plots
 from dl_jax.data.images import binarized_mnist, mnist, pipeline
 from dl_jax.engine import checks, sharding
 from dl_jax.engine.task import jit_step
@@ -142,16 +142,11 @@ class VAE(classification.EpochTask):
       sharding.check_batch_size(config[key], mesh, key)
     raw = binary_images(binarized_mnist.load(config.binarization_seed, config.data_dir or None))
     self.train, self.val, self.test = classification.image_splits(raw, config)
-    self.steps_per_epoch, self.schedule_steps = classification.epoch_schedule(len(self.train),
-                                                                              config)
-    self.tx = optim.make_optimizer(config.optimizer, config.learning_rate, config.lr_schedule,
-                                   self.schedule_steps, config.warmup_steps)
+    self._epochs_over_train()
     self._train_step = jit_step(train_step, donate_argnums=0)
     self._eval_step = jax.jit(eval_step)
     self._iwae_nll = jax.jit(lambda params, x, key: self.model.apply(
         {"params": params}, x, key, config.iwae_samples, config.iwae_chunk, method=iwae_nll))
-    self._batches = pipeline.StepBatches(self.train, config.batch_size, config.seed,
-                                         jax.process_index(), jax.process_count())
 
   def _key(self, stream: int, index: int = 0):
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.config.seed), stream),
