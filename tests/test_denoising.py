@@ -12,13 +12,13 @@ from scipy import ndimage
 
 from dl_jax.data.images import mnist
 from dl_jax.data.signals import ecg
-from dl_jax.engine import sharding
 from dl_jax.errors import ConfigError
 from dl_jax.models import denoiser, registry
 from dl_jax.models.spec import count_params
 from dl_jax.tasks import denoising
 from dl_jax.vision import denoise
 from experiments.configs import denoise_mnist
+from tests import in_process
 
 KEY = jax.random.PRNGKey(0)
 
@@ -166,13 +166,9 @@ def test_short_training_lowers_the_loss_and_finishes(dataset, tmp_path):
     config.model = "dncnn_1d"
     config.model_kwargs = {"length": 256, "out_channels": 1, "features": 8, "depth": 2}
     config.update({"dataset": "ecg", "noise_level": 0.1})
-  denoising.Denoising.validate(config)
-  mesh = sharding.make_mesh()
-  task = denoising.Denoising(config, mesh)
-  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+  task, state = in_process.start(config)
   _, before = task.evaluate(state, 0)
-  for step in range(task.plan().total_steps):
-    state, _, _ = task.advance(state, step, step + 1)
+  state, _, _ = in_process.train(task, state)
   _, after = task.evaluate(state, 0)
   assert after["val"]["loss"] < 0.5 * before["val"]["loss"], (before, after)
   summary, metrics, headline = task.finish(state, task.plan().total_steps, tmp_path)

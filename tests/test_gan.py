@@ -19,13 +19,13 @@ import pytest
 import scipy.linalg
 
 from dl_jax import engine
-from dl_jax.engine import sharding
 from dl_jax.errors import ConfigError
 from dl_jax.models import gan, registry
 from dl_jax.tasks import gan as gan_task
 from dl_jax.tasks import image_classification as classification
 from dl_jax.vision import frechet
 from experiments.configs import dcgan_fashion, dcgan_mnist
+from tests import in_process
 from tests.conftest import experiment_cmd, run
 
 KEY = jax.random.PRNGKey(0)
@@ -340,17 +340,9 @@ def test_short_real_training_moves_the_distance_toward_the_floor(tmp_path):
                  "eval_every_steps": 80, "classifier_steps": 100, "fd_samples": 1000,
                  "eval_fd_samples": 500, "grid_size": 16})
   config.model_kwargs.features = (16, 32)
-  engine.validate(config)
-  mesh = sharding.make_mesh()
-  task = gan_task.GAN(config, mesh)
-  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+  task, state = in_process.start(config)
   before = task.measure(state, 1000)["frechet_distance"]
-  logs = []
-  for step in range(task.plan().total_steps):
-    state, _, out = task.advance(state, step, step + 1)
-    logs.append({k: float(v) for k, v in out["train"].items()})
-    if (step + 1) % 80 == 0:
-      state, records = task.evaluate(state, step + 1)
+  state, logs, records = in_process.train(task, state, evaluate_every=80)
   assert all(np.isfinite(v) for row in logs for v in row.values())
   assert 0.0 < logs[-1]["d_real"] < 1.0 and logs[-1]["d_loss"] < 2.0
   assert np.asarray(state.grids).shape == (2, 16, 28, 28) and np.asarray(state.grids).max() > 0

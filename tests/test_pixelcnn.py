@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from dl_jax import engine
-from dl_jax.engine import sharding
 from dl_jax.errors import ConfigError
 from dl_jax.models import pixelcnn, registry
 from dl_jax.tasks import pixelcnn as pixelcnn_task
 from experiments.configs import gated_pixelcnn_mnist, pixelcnn_mnist
+from tests import in_process
 from tests.conftest import experiment_cmd, run
 
 KEY = jax.random.PRNGKey(0)
@@ -270,13 +270,9 @@ def _short_config(config, **overrides):
 @pytest.mark.parametrize("config_module", [pixelcnn_mnist, gated_pixelcnn_mnist])
 def test_short_training_lowers_the_nll_and_writes_the_figures(config_module, tmp_path):
   config = _short_config(config_module.get_config())
-  pixelcnn_task.Autoregressive.validate(config)
-  mesh = sharding.make_mesh()
-  task = pixelcnn_task.Autoregressive(config, mesh)
-  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+  task, state = in_process.start(config)
   _, before = task.evaluate(state, 0)
-  for step in range(task.plan().total_steps):
-    state, _, out = task.advance(state, step, step + 1)
+  state, _, _ = in_process.train(task, state)
   _, after = task.evaluate(state, 0)
   assert 450 < before["val"]["loss"] < 650, before  # about 784 ln 2 = 543 at the start
   assert after["val"]["loss"] < before["val"]["loss"] - 100, (before, after)

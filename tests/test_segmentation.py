@@ -10,13 +10,14 @@ import pytest
 from scipy import ndimage
 from sklearn import metrics as sk_metrics
 
-from dl_jax.engine import loop, sharding
+from dl_jax.engine import loop
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry, unet
 from dl_jax.models.spec import count_params
 from dl_jax.tasks import segmentation as task_lib
 from dl_jax.vision import segmentation as seg
 from experiments import main, overrides
+from tests import in_process
 from tests.conftest import ROOT
 
 K = 11  # background and 10 digits
@@ -292,11 +293,8 @@ def test_a_short_training_lowers_the_loss_and_finishes(tmp_path):
                    "--config.val_size=16", "--config.test_size=16", "--config.batch_size=16",
                    "--config.eval_batch_size=16", "--config.num_epochs=6",
                    "--config.learning_rate=0.01", "--config.figure_count=4")
-  loop.validate(config)
-  mesh = sharding.make_mesh()
-  task = task_lib.Segmentation(config, mesh)
+  task, state = in_process.start(config)
   assert task.train.images.shape == (64, 40, 40, 1) and task.train.labels.shape == (64, 40, 40)
-  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
   losses, step = [], 0
   while step < task.plan().total_steps:
     state, step, logs = task.advance(state, step, task.plan().total_steps)

@@ -14,11 +14,11 @@ import pytest
 
 from dl_jax import engine
 from dl_jax.data.images import binarized_mnist, mnist
-from dl_jax.engine import sharding
 from dl_jax.errors import ConfigError
 from dl_jax.models import registry, vae
 from dl_jax.tasks import vae as vae_task
 from experiments.configs import vae_mlp, vae_mlp_2d
+from tests import in_process
 from tests.conftest import experiment_cmd, run
 
 KEY = jax.random.PRNGKey(0)
@@ -273,15 +273,9 @@ def _short_config(**overrides):
 
 def test_short_training_lowers_the_negative_elbo_and_finishes(tmp_path):
   config = _short_config()
-  vae_task.VAE.validate(config)
-  mesh = sharding.make_mesh()
-  task = vae_task.VAE(config, mesh)
-  state = jax.jit(task.init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+  task, state = in_process.start(config)
   _, before = task.evaluate(state, 0)
-  logs = []
-  for step in range(task.plan().total_steps):
-    state, _, out = task.advance(state, step, step + 1)
-    logs.append({k: float(v) for k, v in out["train"].items()})
+  state, logs, _ = in_process.train(task, state)
   _, after = task.evaluate(state, 0)
   assert before["val"]["loss"] > 500 and after["val"]["loss"] < 200, (before, after)
   first, last = logs[0], logs[-1]

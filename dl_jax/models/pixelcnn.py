@@ -155,12 +155,10 @@ def ancestral_sample(logits_fn: Callable[[jax.Array], jax.Array], key, canvas: j
 # ---------------------------------------------------------------------------------------------
 # The models
 
-class PixelCNN(nn.Module):
-  """The PixelCNN of van den Oord et al. (2016a, table 1): a first_kernel_size^2 mask A
-  convolution to `features` (= 2h) maps, `num_layers` residual blocks (ReLU, 1x1 to h, ReLU,
-  kernel_size^2 mask B, ReLU, 1x1 to 2h; figure 5), then ReLU, 1x1 to `output_features`, ReLU,
-  1x1 to one Bernoulli logit per pixel. Any image size. `first_mask` and `masked` are fixed by
-  the registry ("A", True); the tests set them to "B" or False as negative controls."""
+class _MaskedStack(nn.Module):
+  """What both PixelCNNs share: their sizes, the switches of the negative controls (`first_mask`
+  and `masked` are fixed by the registry to "A" and True; the tests set them to "B" or False),
+  and the output head (ReLU, 1x1 to `output_features`, ReLU, 1x1 to one logit per pixel)."""
   features: int = 64
   num_layers: int = 5
   first_kernel_size: int = 7
@@ -174,6 +172,16 @@ class PixelCNN(nn.Module):
     return MaskedConv(features, size, mask_type if self.masked else "none", dtype=self.dtype,
                       name=name)
 
+  def _logits(self, y: jax.Array) -> jax.Array:
+    y = self._conv(self.output_features, (1, 1), "B", "out_hidden")(nn.relu(y))
+    return self._conv(1, (1, 1), "B", "out_logits")(nn.relu(y))
+
+
+class PixelCNN(_MaskedStack):
+  """The PixelCNN of van den Oord et al. (2016a, table 1): a first_kernel_size^2 mask A
+  convolution to `features` (= 2h) maps, `num_layers` residual blocks (ReLU, 1x1 to h, ReLU,
+  kernel_size^2 mask B, ReLU, 1x1 to 2h; figure 5), then the output head. Any image size."""
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
@@ -184,8 +192,7 @@ class PixelCNN(nn.Module):
       z = self._conv(h, (1, 1), "B", f"block{i}_reduce")(nn.relu(y))
       z = self._conv(h, k, "B", f"block{i}_conv")(nn.relu(z))
       y = y + self._conv(self.features, (1, 1), "B", f"block{i}_expand")(nn.relu(z))
-    y = self._conv(self.output_features, (1, 1), "B", "out_hidden")(nn.relu(y))
-    return self._conv(1, (1, 1), "B", "out_logits")(nn.relu(y))
+    return self._logits(y)
 
 
 def _gate(a: jax.Array) -> jax.Array:
@@ -194,26 +201,15 @@ def _gate(a: jax.Array) -> jax.Array:
   return jnp.tanh(f) * jax.nn.sigmoid(g)
 
 
-class GatedPixelCNN(nn.Module):
+class GatedPixelCNN(_MaskedStack):
   """The gated PixelCNN of van den Oord et al. (2016b, figure 2) with `features` (= h) maps per
   stack: `num_layers` gated layers, the first with first_kernel_size kernels (vertical
   k x k masked "vertical_A", horizontal 1 x k mask A), the others with kernel_size kernels
   ("vertical_B", mask B). In each layer the vertical convolution's 2h outputs also reach the
   horizontal stack through a 1x1 convolution; both stacks are gated; the horizontal output goes
-  through a 1x1 convolution and, after the first layer, a residual connection. Then ReLU, 1x1 to
-  `output_features`, ReLU, 1x1 to one logit per pixel. `first_mask` / `masked`: as PixelCNN."""
+  through a 1x1 convolution and, after the first layer, a residual connection; then the output
+  head."""
   features: int = 32
-  num_layers: int = 5
-  first_kernel_size: int = 7
-  kernel_size: int = 3
-  output_features: int = 64
-  dtype: Any = None
-  first_mask: str = "A"
-  masked: bool = True
-
-  def _conv(self, features, size, mask_type, name):
-    return MaskedConv(features, size, mask_type if self.masked else "none", dtype=self.dtype,
-                      name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -229,8 +225,7 @@ class GatedPixelCNN(nn.Module):
       v = _gate(v)
       out = self._conv(self.features, (1, 1), "B", f"layer{i}_h_out")(_gate(hz))
       horizontal = out if first else horizontal + out
-    y = self._conv(self.output_features, (1, 1), "B", "out_hidden")(nn.relu(horizontal))
-    return self._conv(1, (1, 1), "B", "out_logits")(nn.relu(y))
+    return self._logits(horizontal)
 
 
 def _conv_params(kh: int, kw: int, n_in: int, n_out: int) -> int:
