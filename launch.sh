@@ -16,6 +16,13 @@ VENV=${DL_JAX_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 LOCKS=(requirements/lock.txt requirements/lock-bench.txt)  # [test], [test,bench]: one resolve
 PIP_TOOLS=(pip-tools==7.7.0 pip==26.3)                     # what ./launch.sh lock resolves with
+# glibc's malloc maps each block above 32 MiB (in a thread's arena: above 64 MiB) from the kernel
+# and unmaps it when freed, so a jitted step's temporary buffers come back as fresh pages every
+# step, zeroed one page fault at a time: on 2 CPU cores a quarter of a small CNN's step. One
+# arena, no mapped blocks and no trimming keep freed memory in the heap for the next step (README,
+# "Speed"); a GLIBC_TUNABLES of the caller's own is left as it is.
+CPU_MALLOC=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296
+export GLIBC_TUNABLES=${GLIBC_TUNABLES:-$CPU_MALLOC}
 
 ensure_env() {  # $1: extras, "test" or "test,bench"; one stamp line per installed extras set
   local extras=$1 stamp="$VENV/.dl_jax-installed" lock=${LOCKS[0]}

@@ -288,3 +288,56 @@ def test_multihost_without_a_cluster_is_one_error_line_before_any_work(tmp_path)
   errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "--multihost found no cluster" in errors[0], errors
   assert "Traceback" not in out.stderr and not (tmp_path / "w").exists()
+
+
+# ------------------------------------------------------------------------------- CPU memory
+
+# A jitted call whose temporaries (a 64 MiB cumulative sum) are freed and taken again every call;
+# prints the page faults per call once the process is warm.
+PAGE_FAULT_PROBE = """
+import resource
+import jax, jax.numpy as jnp
+x = jnp.ones((4096, 4096), jnp.float32)
+f = jax.jit(lambda x: jnp.sum(jnp.cumsum(x, axis=0) * x[::-1]))
+for _ in range(5):
+  f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+  f(x).block_until_ready()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+def _launch_malloc_setting() -> str:
+  lines = [line for line in (ROOT / "launch.sh").read_text().splitlines()
+           if line.startswith("CPU_MALLOC=")]
+  assert len(lines) == 1, lines
+  return lines[0].split("=", 1)[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_launch_malloc_setting_keeps_a_steps_buffers_mapped():
+  def faults_per_call(tunables):
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if tunables:
+      env["GLIBC_TUNABLES"] = tunables
+    out = subprocess.run([sys.executable, "-c", PAGE_FAULT_PROBE], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.split()[-1])
+  pages = 64 * 2 ** 20 / os.sysconf("SC_PAGE_SIZE")
+  assert faults_per_call(_launch_malloc_setting()) < 0.05 * pages
+  assert faults_per_call(None) > 0.5 * pages  # glibc's defaults: the buffer is faulted anew
+
+
+def test_launch_exports_the_malloc_setting_unless_the_caller_set_one(tmp_path):
+  python = tmp_path / "python"  # launch.sh runs `$PYTHON -m experiments.launch` for slurm
+  python.write_text('#!/bin/sh\necho "GLIBC_TUNABLES=$GLIBC_TUNABLES"\n')
+  python.chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  for given, expected in ((None, _launch_malloc_setting()), ("glibc.malloc.arena_max=4",
+                                                              "glibc.malloc.arena_max=4")):
+    out = subprocess.run(["./launch.sh", "slurm", "mnist_cnn"], cwd=ROOT, capture_output=True,
+                         text=True, env={**env, "PYTHON": str(python),
+                                         **({"GLIBC_TUNABLES": given} if given else {})})
+    assert out.returncode == 0 and out.stdout.strip() == f"GLIBC_TUNABLES={expected}", out
