@@ -17,6 +17,7 @@ from dl_jax.models import denoiser, registry
 from dl_jax.models.spec import count_params
 from dl_jax.tasks import denoising
 from dl_jax.vision import denoise
+from experiments import report
 from experiments.configs import denoise_mnist
 from tests import in_process
 
@@ -179,6 +180,12 @@ def test_short_training_lowers_the_loss_and_finishes(dataset, tmp_path):
   assert summary["best_classical"] in names and "dB" in headline
   assert summary["classical"]["network"]["count"] == 10  # classical_images
   assert (tmp_path / "denoised.png").read_bytes()[:4] == b"\x89PNG"
+  row = report.denoising_table([{**summary, "model": config.model, "run": "short"}])
+  row = row.splitlines()[-1]  # the README's table of every classical denoiser reads it
+  best = max(d["test_psnr"] for d in summary["classical"]["denoisers"].values())
+  assert all(f"{d['test_psnr']:.2f} / {d['test_ssim']:.3f}" in row
+             for d in summary["classical"]["denoisers"].values())
+  assert row.endswith(f" | {summary['classical']['network']['psnr'] - best:+.2f} dB |"), row
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -269,7 +269,7 @@ def test_the_ablation_config_differs_only_by_its_skips():
 @pytest.mark.parametrize("flags, message", [
     (("--config.model=mnist_cnn",), "unknown model 'mnist_cnn'; registered dense models: "),
     (("--config.canvas_size=60", "--config.model_kwargs.image_size=60"),
-     "model_kwargs.features=(8, 16, 32, 64): unet gives no output (ValueError) for one example, "
+     "model_kwargs.features=(16, 32, 64, 128): unet gives no output (ValueError) for one example, "
      "not (1, 60, 60, 11)"),
     (("--config.canvas_size=40",), "model_kwargs.image_size=64 does not fit the data "
      "(canvas_size=40, grey canvases, 11 classes); accepted: model_kwargs.image_size=40"),
