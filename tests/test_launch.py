@@ -112,7 +112,7 @@ def test_slurm_script_on_sigterm_stops_the_step_then_requeues_the_job(tmp_path):
   job.send_signal(signal.SIGTERM)
   assert job.wait(timeout=30) == 0
   lines = log.read_text().splitlines()
-  assert lines[0] == (f"srun --ntasks-per-node=1 --ntasks=2 ./launch.sh setup "
+  assert lines[0] == ("srun --ntasks-per-node=1 --ntasks=2 ./launch.sh setup "
                       "--accelerator=cuda12")
   assert experiment_args(lines[1]) == expected_args()
   assert lines[1].startswith(f"srun --kill-on-bad-exit=1 {tmp_path / 'v'}/bin/python -m ")
