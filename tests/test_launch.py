@@ -310,6 +310,11 @@ print(statistics.median(faults[15:]))
 """
 
 
+def _environ(**extra: str) -> dict:
+  """This process's environment without a GLIBC_TUNABLES (as a fresh shell has), plus `extra`."""
+  return {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, **extra}
+
+
 def _launch_malloc_setting() -> str:
   lines = [line for line in (ROOT / "launch.sh").read_text().splitlines()
            if line.startswith("CPU_MALLOC=")]
@@ -320,9 +325,7 @@ def _launch_malloc_setting() -> str:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_launch_malloc_setting_keeps_a_steps_buffers_mapped():
   def faults_per_call(tunables):
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    if tunables:
-      env["GLIBC_TUNABLES"] = tunables
+    env = _environ(GLIBC_TUNABLES=tunables) if tunables else _environ()
     out = subprocess.run([sys.executable, "-c", PAGE_FAULT_PROBE], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -336,10 +339,9 @@ def test_launch_exports_the_malloc_setting_unless_the_caller_set_one(tmp_path):
   python = tmp_path / "python"  # launch.sh runs `$PYTHON -m experiments.launch` for slurm
   python.write_text('#!/bin/sh\necho "GLIBC_TUNABLES=$GLIBC_TUNABLES"\n')
   python.chmod(0o755)
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
   for given, expected in ((None, _launch_malloc_setting()), ("glibc.malloc.arena_max=4",
                                                               "glibc.malloc.arena_max=4")):
+    env = _environ(PYTHON=str(python), **({"GLIBC_TUNABLES": given} if given else {}))
     out = subprocess.run(["./launch.sh", "slurm", "mnist_cnn"], cwd=ROOT, capture_output=True,
-                         text=True, env={**env, "PYTHON": str(python),
-                                         **({"GLIBC_TUNABLES": given} if given else {})})
+                         text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip() == f"GLIBC_TUNABLES={expected}", out

@@ -67,25 +67,34 @@ def _pool_slices_fwd(x, window):
   return y, (x, y)
 
 
+def _first_maxima(hits: list[Array]) -> list[Array]:
+  """Masks of where each window's maximum is, in row-major window order -> only the first of
+  them stays True in each window (the tie rule of the module docstring)."""
+  first, taken = [hits[0]], hits[0]
+  for hit in hits[1:]:
+    first.append(hit & ~taken)
+    taken = taken | hit
+  return first
+
+
+def _pad_to(dx: Array, shape: tuple[int, ...]) -> Array:
+  """Zero gradient for the border rows and columns that no whole window covers."""
+  if dx.shape == shape:
+    return dx
+  return jnp.pad(dx, ((0, 0), (0, shape[1] - dx.shape[1]), (0, shape[2] - dx.shape[2]), (0, 0)))
+
+
 def _pool_slices_bwd(window, residuals, g):
   """Eq. 5.18: the gradient goes to the first view equal to the maximum, zeros elsewhere."""
   x, y = residuals
   wh, ww = window
   n, ho, wo, c = g.shape
-  taken = None
-  grads = []
-  for view in _window_views(x, window):
-    hit = view == y
-    if taken is not None:
-      hit = hit & ~taken
-    taken = hit if taken is None else taken | hit
-    grads.append(jnp.where(hit, g, jnp.zeros_like(g)))
+  masks = _first_maxima([view == y for view in _window_views(x, window)])
+  grads = [jnp.where(mask, g, jnp.zeros_like(g)) for mask in masks]
   # (a, b, n, h, w, c) -> (n, h, a, w, b, c) -> (n, h*wh, w*ww, c), then the cropped border.
   dx = jnp.stack(grads).reshape(wh, ww, n, ho, wo, c)
   dx = jnp.transpose(dx, (2, 3, 0, 4, 1, 5)).reshape(n, ho * wh, wo * ww, c)
-  if dx.shape != x.shape:
-    dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - ho * wh), (0, x.shape[2] - wo * ww), (0, 0)))
-  return (dx,)
+  return (_pad_to(dx, x.shape),)
 
 
 _pool_slices_2d.defvjp(_pool_slices_fwd, _pool_slices_bwd)
@@ -116,21 +125,13 @@ def _pool_reshape_bwd(window, residuals, g):
   wh, ww = window
   xw = _windows(x, window)
   hit = xw == y[:, :, None, :, None, :]
-  taken = jnp.zeros_like(hit[:, :, :1, :, :1])  # a maximum came earlier in the window
-  grads = []
-  for a in range(wh):
-    row = []
-    for b in range(ww):
-      first = hit[:, :, a:a + 1, :, b:b + 1] & ~taken
-      taken = taken | first
-      row.append(jnp.where(first, g[:, :, None, :, None, :], 0))
-    grads.append(jnp.concatenate(row, axis=4))
-  dx = jnp.concatenate(grads, axis=2).reshape(xw.shape[0], xw.shape[1] * wh,
-                                              xw.shape[3] * ww, xw.shape[5])
-  if dx.shape != x.shape:
-    dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]),
-                      (0, 0)))
-  return (dx.astype(x.dtype),)
+  masks = _first_maxima([hit[:, :, a:a + 1, :, b:b + 1] for a in range(wh) for b in range(ww)])
+  g = g[:, :, None, :, None, :]
+  rows = [jnp.concatenate([jnp.where(m, g, 0) for m in masks[a * ww:(a + 1) * ww]], axis=4)
+          for a in range(wh)]
+  dx = jnp.concatenate(rows, axis=2).reshape(xw.shape[0], xw.shape[1] * wh, xw.shape[3] * ww,
+                                             xw.shape[5])
+  return (_pad_to(dx, x.shape).astype(x.dtype),)
 
 
 _pool_reshape_2d.defvjp(_pool_reshape_fwd, _pool_reshape_bwd)
