@@ -24,6 +24,7 @@ def get_config():
   config.ecg_stride = 32  # 2,355 training windows
   config.train_subset = 0
   config.num_epochs = 60  # 8 epochs: 30.5 dB, below total variation (35.6 dB)
+  config.batch_size = 64  # 37 steps an epoch
   config.eval_batch_size = 64  # the 63 validation (test) windows in one batch
   config.classical_images = 63
   config.tune_images = 63
