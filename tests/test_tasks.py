@@ -49,8 +49,8 @@ SHORT_RUNS = {
     "autoregressive": ("pixelcnn_mnist", (
         "--config.train_subset=1280", "--config.val_size=200", "--config.test_subset=200",
         "--config.model_kwargs.features=8", "--config.model_kwargs.num_layers=2",
-        "--config.model_kwargs.output_features=8", "--config.num_epochs=10",
-        "--config.num_samples=4", "--config.completion_images=1",
+        "--config.model_kwargs.output_features=8", "--config.batch_size=64",
+        "--config.num_epochs=10", "--config.num_samples=4", "--config.completion_images=1",
         "--config.completion_samples=1", "--config.checkpoint_every_steps=20",
         "--config.log_every_steps=10", "--config.keep_checkpoints=10"), 20),
     "metric_learning": ("triplet_mnist", (
