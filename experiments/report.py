@@ -5,8 +5,11 @@
   python -m experiments.report --table=nbody --experiments=nbody_linear,nbody_gnn,nbody_egnn,\
       nbody_egnn_seed1,nbody_egnn_seed2
 
-`--experiments` names run directories under `--runs`; `--table` chooses the table (and its
-markers in the README): `results` (the MNIST runs), `fashion` (the section 5.3.2
+`--experiments` names run directories under `--runs`; the first column of every table names the
+run, and only the listed runs' rows are replaced (where they stood; runs new to the table are
+appended), so one run can be refreshed without the others' results at hand (`--nomerge`
+rewrites the table with the listed runs alone). `--table` chooses the table (and its markers in
+the README): `results` (the MNIST runs), `fashion` (the section 5.3.2
 architectures on Fashion-MNIST, each row beside its anchor), `nbody` (the charged N-body
 models beside the EGNN paper's test MSE, with their float64 equivariance errors), `vision`
 (sections 5.3.3-5.3.5, a row per run) or `denoising` (each denoising run against every classical
@@ -16,6 +19,7 @@ denoiser), among others.
 import json
 import pathlib
 import re
+import sys
 
 from absl import app, flags
 import numpy as np
@@ -26,6 +30,8 @@ flags.DEFINE_list("experiments", ["mnist_mlp", "mnist_cnn"], "Runs to tabulate, 
 flags.DEFINE_enum("table", "results", ["results", "fashion", "nbody", "autoencoders", "metric",
                                        "oneshot", "vision", "denoising"],
                   "Which table to regenerate.")
+flags.DEFINE_bool("merge", True, "Replace only the listed runs' rows and keep the table's other "
+                  "rows; --nomerge rewrites the table with the listed runs alone.")
 FLAGS = flags.FLAGS
 
 TARGETS = {"mnist_mlp": ">= 98.0 %", "mnist_cnn": ">= 99.0 %"}
@@ -45,13 +51,13 @@ def _hardware(r: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-  lines = ["| experiment | dataset | test accuracy | target | epochs | train time | examples/s | "
+  lines = ["| run | dataset | test accuracy | target | epochs | train time | examples/s | "
            "parameters | hardware |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     rate = f"{r['train_examples_per_s']:,.0f}" if r.get("train_examples_per_s") else "-"
     lines.append(
-        f"| `{r['experiment']}` | {r['dataset']} | {100 * r['test_accuracy']:.2f} % | "
+        f"| `{r['run']}` | {r['dataset']} | {100 * r['test_accuracy']:.2f} % | "
         f"{TARGETS.get(r['experiment'], '-')} | {r['epochs']:g} | {r['train_time_s']:.0f} s | "
         f"{rate} | {r['param_count']:,} | {_hardware(r)} |")
   return "\n".join(lines)
@@ -71,11 +77,11 @@ def _augmentation(config: dict) -> str:
 
 
 def fashion_table(results: list[dict]) -> str:
-  lines = ["| model | parameters | epochs | augmentation | test accuracy | anchor | train time | "
-           "hardware |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | model | parameters | epochs | augmentation | test accuracy | anchor | "
+           "train time | hardware |", "|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     lines.append(
-        f"| `{r['model']}` | {r['param_count']:,} | {r['epochs']:g} | "
+        f"| `{r['run']}` | `{r['model']}` | {r['param_count']:,} | {r['epochs']:g} | "
         f"{_augmentation(r['config'])} | {100 * r['test_accuracy']:.2f} % | "
         f"{ANCHORS.get(r['model'], '-')} | {r['train_time_s'] / 60:.1f} min | {_hardware(r)} |")
   return "\n".join(lines)
@@ -86,13 +92,13 @@ def _duration(seconds: float) -> str:
 
 
 def nbody_table(results: list[dict]) -> str:
-  lines = ["| model | parameters | seed | epochs | lr schedule | test MSE (95 % interval) | paper | "
-           "rotation | reflection | translation | permutation | train time | hardware |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | model | parameters | seed | epochs | lr schedule | test MSE (95 % interval) | "
+           "paper | rotation | reflection | translation | permutation | train time | hardware |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     errors = r["equivariance_errors_float64"]
     lines.append(
-        f"| `{r['model']}` | {r['param_count']:,} | {r['seed']} | "
+        f"| `{r['run']}` | `{r['model']}` | {r['param_count']:,} | {r['seed']} | "
         f"{r['epochs']:g} (best {r['best_epoch']}) | "
         f"{r['config'].get('lr_schedule', 'constant')} | {r['test_mse']:.4f} "
         f"({r['test_mse_interval95'][0]:.4f}-{r['test_mse_interval95'][1]:.4f}) | "
@@ -130,7 +136,7 @@ def autoencoder_table(results: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     lines.append(
-        f"| `{r.get('run', r['experiment'])}` | `{r['model']}` | {r['dataset']} | {_variant(r)} | "
+        f"| `{r['run']}` | `{r['model']}` | {r['dataset']} | {_variant(r)} | "
         f"{r['code_size']} | {r['test_sse_per_image']:.2f} | {r['test_pca_sse_per_image']:.2f} | "
         f"{_denoised(r)} | "
         f"{100 * r['test_probe_accuracy']:.2f} % | {100 * r['test_pca_probe_accuracy']:.2f} % | "
@@ -174,7 +180,7 @@ def metric_table(results: list[dict]) -> str:
     share = r.get("end_active_share") if r["loss"] != "contrastive" else None
     ratio = r.get("end_collapse_ratio")
     lines.append(
-        f"| `{r.get('run', r['experiment'])}` | {r['dataset']} | {_training(r)} | "
+        f"| `{r['run']}` | {r['dataset']} | {_training(r)} | "
         f"{_evaluated_on(r)} | "
         + " | ".join(_percent(r, f"test_{k}") for k in (
             "knn_accuracy", "recall_at_1", "recall_at_5", "5way_1shot_nearest",
@@ -195,7 +201,7 @@ def oneshot_table(results: list[dict]) -> str:
                       if k.startswith("test_") and k.endswith("_nearest")):
       ways, shots = key.split("_")
       lines.append(
-          f"| `{r.get('run', r['experiment'])}` | {r['dataset']} | {_training(r)} | "
+          f"| `{r['run']}` | {r['dataset']} | {_training(r)} | "
           f"{ways.replace('way', '')}-way {shots.replace('shot', '')}-shot | "
           f"{100 * r[f'test_{key}_nearest']:.2f} +- "
           f"{100 * r[f'test_{key}_nearest_ci95']:.2f} % | "
@@ -279,22 +285,81 @@ TABLES = {"results": table, "fashion": fashion_table, "nbody": nbody_table,
           "vision": vision_table, "denoising": denoising_table}
 
 
-def main(argv):
-  del argv
-  paths = [pathlib.Path(FLAGS.runs) / name / "results.json" for name in FLAGS.experiments]
-  missing = [str(p) for p in paths if not p.exists()]
-  if missing:
-    raise app.UsageError(f"no results for {', '.join(missing)}; run those experiments first")
-  results = [{**json.loads(p.read_text()), "run": name}
-             for name, p in zip(FLAGS.experiments, paths)]
-  text = TABLES[FLAGS.table](results)
-  begin, end = f"<!-- {FLAGS.table}:begin -->", f"<!-- {FLAGS.table}:end -->"
-  readme = pathlib.Path(FLAGS.readme)
+class ReportError(Exception):
+  """Bad input to the report: missing results, markers or a table that cannot be merged."""
+
+
+def _run_of(row: str) -> str:
+  return row.split("|")[1].strip()
+
+
+def merge(old: str, new: str) -> str:
+  """The table `new` merged into the table `old` (markdown, a header of two lines): the rows of
+  each run of `new` (a run's rows are those whose first cell names it) take the place of that
+  run's rows in `old`, runs new to `old` are appended, and the other runs' rows are kept."""
+  old_lines, new_lines = old.strip().splitlines(), new.strip().splitlines()
+  if not old_lines:
+    return new
+  if old_lines[:2] != new_lines[:2]:
+    raise ReportError(f"the table's columns are\n  {old_lines[0]}\nbut the listed runs give\n  "
+                      f"{new_lines[0]}\nlist every run of the table, or pass --nomerge")
+  fresh: dict[str, list[str]] = {}
+  for row in new_lines[2:]:
+    fresh.setdefault(_run_of(row), []).append(row)
+  rows = []
+  for row in old_lines[2:]:
+    run = _run_of(row)
+    if run not in fresh:
+      rows.append(row)
+    elif fresh[run]:
+      rows += fresh[run]
+      fresh[run] = []  # placed where the run's first old row stood
+  rows += [row for group in fresh.values() for row in group]
+  return "\n".join(new_lines[:2] + rows)
+
+
+def update_readme(readme: pathlib.Path, table_name: str, text: str, merge_rows: bool) -> str:
+  """Writes `text` between the table's markers in `readme` (merged with the rows there unless
+  `merge_rows` is false) and returns what now stands between them."""
+  begin, end = f"<!-- {table_name}:begin -->", f"<!-- {table_name}:end -->"
+  if not readme.is_file():
+    raise ReportError(f"--readme={readme} is not a file")
   content = readme.read_text()
-  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-  if not pattern.search(content):
-    raise app.UsageError(f"{readme} has no {begin} ... {end} markers")
-  readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", content))
+  pattern = re.compile(re.escape(begin) + "\n?(.*?)" + re.escape(end), re.S)
+  found = pattern.search(content)
+  if not found:
+    raise ReportError(f"{readme} has no {begin} ... {end} markers")
+  if merge_rows:
+    text = merge(found.group(1), text)
+  readme.write_text(content[:found.start()] + f"{begin}\n{text}\n{end}" + content[found.end():])
+  return text
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:
+    paths = [pathlib.Path(FLAGS.runs) / name / "results.json" for name in FLAGS.experiments]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+      raise ReportError(f"no results for {', '.join(missing)}; run those experiments first")
+    results = []
+    for name, path in zip(FLAGS.experiments, paths):
+      try:
+        results.append({**json.loads(path.read_text()), "run": name})
+      except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not JSON ({e})") from None
+    for path, r in zip(paths, results):
+      try:
+        TABLES[FLAGS.table]([r])
+      except KeyError as e:
+        raise ReportError(f"{path} has no {e} for the {FLAGS.table} table; accepted: runs of "
+                          "the task the table reports") from None
+    text = TABLES[FLAGS.table](results)
+    text = update_readme(pathlib.Path(FLAGS.readme), FLAGS.table, text, FLAGS.merge)
+  except ReportError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(text)
   if FLAGS.table == "metric":
     path = pathlib.Path(FLAGS.runs) / "triplet_strategies.png"

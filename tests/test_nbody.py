@@ -146,8 +146,8 @@ def test_nbody_training(name, tmp_path, run_experiment, full_training):
   exact = max(e["relative_error"] for e in errors.values()) < 1e-11
   assert exact == (name != "nbody_gnn"), errors  # the GNN on raw coordinates is not E(3)
   assert (tmp_path / "predictions.png").read_bytes()[:4] == b"\x89PNG"
-  row = report.nbody_table([results]).splitlines()[-1]  # the README's N-body table reads it
-  assert row.startswith(f"| `{results['model']}` | {results['param_count']:,} |")
+  row = report.nbody_table([{**results, "run": name}]).splitlines()[-1]  # the README's table
+  assert row.startswith(f"| `{name}` | `{results['model']}` | {results['param_count']:,} |")
   assert f"| {results['test_mse']:.4f} ({low:.4f}-{high:.4f}) |" in row
 
 

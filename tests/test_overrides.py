@@ -25,7 +25,7 @@ CONFIG_NAMES = ("ae_conv, ae_denoising, ae_mlp, ae_sparse, charlm_moby_gru, char
                 "seq_mnist_permuted_lstm, seq_mnist_pixels_gru, seq_mnist_pixels_lstm, "
                 "seq_mnist_rows_gru, seq_mnist_rows_lstm, siamese_mnist, style_transfer, "
                 "triplet_mnist, unet_mnist, "
-                "unet_mnist_noskip, vae_conv, vae_mlp, vae_mlp_2d, "
+                "unet_mnist_noskip, vae_conv, vae_mlp, vae_mlp_2d, vae_mlp_burda, "
                 "word2vec_cbow, word2vec_skipgram, yolo_mnist")
 ACCEPTED_HERE = ("accepted: a python file defining get_config() such as "
                  f"experiments/configs/<name>.py, <name> one of {CONFIG_NAMES}")

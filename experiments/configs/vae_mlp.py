@@ -7,7 +7,8 @@ the negative ELBO; the test NLL estimated by importance sampling (the IWAE bound
 Anchors: the Flax VAE example (the same 784-500-20 MLP, ReLU, Adam 1e-3, batch 128) reaches a
 test loss (-ELBO) of about 104 nats after 10 epochs; Burda et al. (2016) report an NLL of 88.71
 nats for a one-stochastic-layer VAE on statically binarized MNIST (86.76 with dynamic
-binarization), estimated with k = 5000. Goals: test -ELBO <= 100 and NLL <= 88.7 nats.
+binarization), estimated with k = 5000. Goals: test -ELBO <= 100 and NLL <= 88.7 nats (met by
+`vae_mlp_burda`, the architecture of that anchor, in 1,000 epochs).
 
 The default trains 100 epochs (about 4 minutes on 2 CPU cores) and estimates the NLL on the
 first 1,000 test images (`nll_test_size`; 0: all 10,000, about 11 minutes more on 2 cores).
