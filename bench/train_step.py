@@ -8,7 +8,8 @@ softmax cross-entropy (eq. 5.22-5.24), Adam lr 1e-3), chosen with `--models`:
   table shows where the time goes. 'xla/xla' computes what `flax.linen.Conv` + `flax.linen.max_pool`
   do; 'model' is `dl_jax.models.cnn.MnistCNN` with its default impls;
 - resnet18_small, googlenet_small: the section 5.3.2 networks for 28x28x1 and 10 classes, as
-  `dl_jax.models.registry.build(name)` makes them, in train mode: batch norm on the batch
+  `dl_jax.models.registry.build(name, conv_impl=...)` makes them (a row per `--conv_impls`
+  value: 'auto', the default, and 'xla', XLA's own convolutions), in train mode: batch norm on the batch
   statistics, dropout on, and for GoogLeNet its two auxiliary classifiers with loss weight 0.3
   (`train_step`'s `aux_loss_weight`). The PyTorch twins below are written layer by layer from the
   model files (BN eps as there, torch momentum 0.1 == flax momentum 0.9).
@@ -38,6 +39,7 @@ max-pool forward/backward.
 Usage: python bench/train_step.py [--models mlp,cnn] [--steps 100] [--batch_size 128] [--rounds 5]
   [--warmup 10] [--layers] [--cores N] [--no_compile]
   [--variants model,folded/slices,custom_vjp/slices,xla/reshape,xla/xla,im2col/auto]
+  [--conv_impls auto,xla]
 e.g. ./launch.sh bench train_step --models resnet18_small,googlenet_small --steps 20 --rounds 4
 Needs PyTorch: pip install -e .[bench]
 """
@@ -91,7 +93,8 @@ def build_jax(name: str, variant: str | None, batch: dict, seed: int):
   if name == "mlp":
     model, desc = MLP(hidden=(256, 256), num_classes=10), "dl_jax.models.mlp.MLP"
   elif name in REGISTERED:
-    model, desc = registry.build(name), f"registry.build({name!r}), train mode"
+    model = registry.build(name, conv_impl=variant or "auto")
+    desc = f"registry.build({name!r}, conv_impl={variant or 'auto'!r}), train mode"
   elif variant == "model":
     model, desc = MnistCNN(), "dl_jax.models.cnn.MnistCNN with its defaults"
   else:
@@ -575,6 +578,9 @@ def main(argv=None) -> int:
                       help="untimed steps per variant (after the compiling first step)")
   parser.add_argument("--variants", default=DEFAULT_VARIANTS,
                       help="CNN variants conv_impl/pool_impl, comma-separated")
+  parser.add_argument("--conv_impls", default="auto,xla",
+                      help="conv_impl of resnet18_small and googlenet_small, comma-separated: "
+                      "a row each ('auto': dl_jax.nn.conv's Eigen convolutions on the CPU)")
   parser.add_argument("--no_compile", action="store_true", help="no torch.compile column")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--layers", action="store_true",
@@ -612,7 +618,9 @@ def main(argv=None) -> int:
   # every round. first_s: (label, who) -> seconds of the first (compiling) step, not timed.
   entries, first_s, compile_errors = [], {}, {}
   for model_name in models:
-    variants = args.variants.split(",") if model_name == "cnn" else [None]
+    variants = {"cnn": args.variants.split(","),
+                **{name: args.conv_impls.split(",") for name in REGISTERED}}.get(model_name,
+                                                                                  [None])
     for j, variant in enumerate(variants):
       model, desc, run, variables = build_jax(model_name, variant, batch, args.seed)
       label = model_name if variant is None else f"{model_name} {variant}"

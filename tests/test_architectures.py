@@ -50,6 +50,46 @@ def _images(shape, seed=1):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
+@pytest.mark.parametrize("name", ["alexnet_small", "vgg11_small", "googlenet_small",
+                                  "resnet18_small"])
+def test_cpu_convolutions_equal_xla_in_every_architecture(name):
+  """conv_impl 'auto' (on the CPU: `dl_jax.nn.conv`'s Eigen convolutions with the gradients
+  written out) and 'xla' give the same training-mode logits, batch statistics and parameter
+  gradients, in float64 to rounding; a model with one kernel changed (the negative control)
+  does not."""
+  x = np.random.default_rng(1).standard_normal((2, 28, 28, 1))
+  with jax.enable_x64(True):
+    models = {impl: registry.build(name, conv_impl=impl, dtype="float64")
+              for impl in ("auto", "xla")}
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                             _random_variables(models["xla"], jnp.zeros((1, 28, 28, 1))))
+
+    def gradient(model):
+      def loss(params, variables):
+        logits, state = model.apply({**variables, "params": params}, jnp.asarray(x), train=True,
+                                    mutable=["batch_stats", AUX_LOGITS],
+                                    rngs={"dropout": jax.random.PRNGKey(2)})
+        return jnp.sum(jnp.sin(logits)), (logits, state.get("batch_stats"))
+      grad = jax.jit(jax.grad(loss, has_aux=True))
+      return lambda variables: grad(variables["params"], variables)
+
+    ours, xla = gradient(models["auto"]), gradient(models["xla"])
+    reference = xla(variables)
+    # Relative to the largest entry of each of (gradients, logits, batch statistics): the
+    # gradients of biases before a batch norm are zero up to rounding.
+    parts = lambda out: (out[0], *out[1])  # gradients, logits, batch statistics (or None)
+    for got_part, want_part in zip(parts(ours(variables)), parts(reference)):
+      scale = max((float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(want_part)), default=0)
+      for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(got_part),
+                                   jax.tree.leaves(want_part)):
+        assert float(jnp.max(jnp.abs(got - want))) <= 1e-9 * scale, jax.tree_util.keystr(path)
+    first_kernel = next(path for path, a in jax.tree_util.tree_leaves_with_path(variables)
+                        if path[-1].key == "kernel" and a.ndim == 4 and a.shape[2] == 1)
+    changed = jax.tree_util.tree_map_with_path(  # one tap of one filter: no batch norm undoes it
+        lambda path, a: a.at[0, 0, 0, 0].add(0.5) if path == first_kernel else a, variables)
+    assert not np.allclose(ours(changed)[1][0], reference[1][0], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameter counts of the published (torchvision) variants.
 

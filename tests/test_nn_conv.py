@@ -57,6 +57,8 @@ CASES = [
     (2, 7, 9, 3, 2, (2, 4), (3, 1), "SAME"),
     (2, 6, 6, 2, 3, (3, 3), 1, ((1, 2), (0, 1))),
     (20, 6, 6, 2, 3, (3, 3), 1, "VALID"),       # batch not a multiple of the gradient chunk
+    (3, 9, 8, 20, 24, (3, 3), 1, "SAME"),       # above 16 features: the dilated-width forms
+    (2, 9, 9, 24, 17, (1, 1), 2, "VALID"),      # a strided 1x1 projection (ResNet shortcut)
 ]
 
 
@@ -167,6 +169,18 @@ def test_conv_impl_validation():
     conv2d(x, jnp.ones((3, 3, 1, 2)), impl="winograd")
   with pytest.raises(ValueError, match="padding"):
     conv2d(x, jnp.ones((3, 3, 1, 2)), padding="FULL", impl="custom_vjp")
+
+
+def test_auto_leaves_small_inputs_to_xla():
+  """On the CPU 'auto' computes inputs of at least 7x7 with the hand-written gradients and
+  smaller ones (VGG's 3x3 and 1x1 maps) with XLA's convolution and its derivatives."""
+  kernel = jnp.ones((3, 3, 20, 20))
+  hand_written = lambda size: "custom_vjp" in str(jax.make_jaxpr(
+      lambda x: conv2d(x, kernel, padding="SAME"))(jnp.ones((2, size, size, 20))))
+  assert jax.default_backend() == "cpu"
+  assert hand_written(7) and not hand_written(6)
+  assert "custom_vjp" in str(jax.make_jaxpr(  # the named impl is always taken
+      lambda x: conv2d(x, kernel, padding="SAME", impl="custom_vjp"))(jnp.ones((2, 4, 4, 20))))
 
 
 def test_auto_picks_per_backend(monkeypatch):

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.conv import Conv
 
 
 def adaptive_avg_pool(x: jax.Array, size: int | tuple[int, int]) -> jax.Array:
@@ -74,13 +75,14 @@ class AlexNet(nn.Module):
   dropout_rate: float = 0.5  # before each hidden dense layer, training only
   local_response_norm: bool = False  # the 2012 paper's LRN after conv 1 and conv 2
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+  conv_impl: str = "auto"  # `dl_jax.nn.conv.Conv`'s impl: XLA on accelerators, Eigen on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = lambda features, kernel, stride=1, pad=None: nn.Conv(
+    conv = lambda features, kernel, stride=1, pad=None: Conv(
         features, (kernel, kernel), strides=(stride, stride),
         padding=[(kernel // 2 if pad is None else pad,) * 2] * 2,
-        dtype=self.dtype, param_dtype=jnp.float32)
+        dtype=self.dtype, param_dtype=jnp.float32, impl=self.conv_impl)
     dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
     pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
     lrn = local_response_norm if self.local_response_norm else (lambda x: x)
@@ -100,7 +102,8 @@ class AlexNet(nn.Module):
 
 _DEFAULTS = {"num_classes": 1000, "features": (64, 192, 384, 256, 256), "stem_kernel": 11,
              "stem_stride": 4, "stem_padding": 2, "pooled_size": 6, "hidden": 4096,
-             "dropout_rate": 0.5, "local_response_norm": False, "dtype": "float32"}
+             "dropout_rate": 0.5, "local_response_norm": False, "dtype": "float32",
+             "conv_impl": "auto"}
 
 SPECS = (
     ModelSpec(

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 
 from dl_jax.models.alexnet import local_response_norm
 from dl_jax.models.spec import AUX_LOGITS, ModelSpec
+from dl_jax.nn.conv import Conv
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -79,13 +80,14 @@ class ConvBlock(nn.Module):
   strides: int = 1
   batch_norm: bool = False
   dtype: Any = None
+  conv_impl: str = "auto"  # `dl_jax.nn.conv.Conv`'s impl
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k, p = self.kernel, self.kernel // 2
-    x = nn.Conv(self.features, (k, k), strides=(self.strides,) * 2, padding=[(p, p)] * 2,
-                use_bias=not self.batch_norm, kernel_init=_CONV_INIT, dtype=self.dtype,
-                param_dtype=jnp.float32)(x)
+    x = Conv(self.features, (k, k), strides=(self.strides,) * 2, padding=[(p, p)] * 2,
+             use_bias=not self.batch_norm, kernel_init=_CONV_INIT, dtype=self.dtype,
+             param_dtype=jnp.float32, impl=self.conv_impl)(x)
     if self.batch_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
                        dtype=self.dtype, param_dtype=jnp.float32)(x)
@@ -103,11 +105,13 @@ class Inception(nn.Module):
   branch5x5_kernel: int = 5
   batch_norm: bool = False
   dtype: Any = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     conv = lambda features, kernel=1, name=None: ConvBlock(
-        features, kernel, batch_norm=self.batch_norm, dtype=self.dtype, name=name)
+        features, kernel, batch_norm=self.batch_norm, dtype=self.dtype,
+        conv_impl=self.conv_impl, name=name)
     b1 = conv(self.ch1x1, name="branch1")(x, train)
     b2 = conv(self.ch3x3red, name="branch2_reduce")(x, train)
     b2 = conv(self.ch3x3, 3, name="branch2")(b2, train)
@@ -124,11 +128,13 @@ class AuxClassifier(nn.Module):
   num_classes: int
   batch_norm: bool = False
   dtype: Any = None
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding="VALID")
-    x = ConvBlock(128, batch_norm=self.batch_norm, dtype=self.dtype, name="conv")(x, train)
+    x = ConvBlock(128, batch_norm=self.batch_norm, dtype=self.dtype, conv_impl=self.conv_impl,
+                  name="conv")(x, train)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(1024, dtype=self.dtype, param_dtype=jnp.float32, name="fc1")(x))
     x = nn.Dropout(0.7, deterministic=not train)(x)
@@ -147,13 +153,15 @@ class GoogLeNet(nn.Module):
   pool4_kernel: int = 3  # the max-pool after 4e: 3x3/2 (paper) or 2x2/2 (torchvision)
   dropout_rate: float = 0.4  # before the last dense layer, training only
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+  conv_impl: str = "auto"  # `dl_jax.nn.conv.Conv`'s impl: XLA on accelerators, Eigen on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.stem not in ("imagenet", "small"):
       raise ValueError(f"unknown stem {self.stem!r}; accepted: 'imagenet', 'small'")
     conv = lambda features, kernel=1, strides=1, name=None: ConvBlock(
-        features, kernel, strides, batch_norm=self.batch_norm, dtype=self.dtype, name=name)
+        features, kernel, strides, batch_norm=self.batch_norm, dtype=self.dtype,
+        conv_impl=self.conv_impl, name=name)
     lrn = local_response_norm if self.local_response_norm else (lambda x: x)
     if self.stem == "imagenet":
       x = conv(64, 7, 2, name="conv1")(x, train)
@@ -170,12 +178,12 @@ class GoogLeNet(nn.Module):
         x = max_pool_ceil(x, 3 if name == "4a" else self.pool4_kernel, 2)
       x = Inception(*INCEPTION[name], branch5x5_kernel=self.branch5x5_kernel,
                     batch_norm=self.batch_norm, dtype=self.dtype,
-                    name=f"inception{name}")(x, train)
+                    conv_impl=self.conv_impl, name=f"inception{name}")(x, train)
       if heads and name in ("4a", "4d"):
         aux = "aux1" if name == "4a" else "aux2"
         # The submodule cannot be named like the sown variable (one scope per name).
         logits = AuxClassifier(self.num_classes, self.batch_norm, self.dtype,
-                               name=f"{aux}_head")(x, train)
+                               conv_impl=self.conv_impl, name=f"{aux}_head")(x, train)
         if not self.is_initializing():
           self.sow(AUX_LOGITS, aux, logits)
 
@@ -205,7 +213,7 @@ def param_count(num_classes: int = 1000, stem: str = "imagenet", aux_logits: boo
 
 _DEFAULTS = {"num_classes": 1000, "stem": "imagenet", "aux_logits": True,
              "branch5x5_kernel": 5, "batch_norm": False, "local_response_norm": True,
-             "pool4_kernel": 3, "dropout_rate": 0.4, "dtype": "float32"}
+             "pool4_kernel": 3, "dropout_rate": 0.4, "dtype": "float32", "conv_impl": "auto"}
 # torchvision's googlenet as options of this module (its parameter counts are checked in
 # tests/test_architectures.py).
 TORCHVISION = {"branch5x5_kernel": 3, "batch_norm": True, "local_response_norm": False,

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from dl_jax.models.alexnet import adaptive_avg_pool
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.conv import Conv
 
 # Simonyan and Zisserman 2014, table 1: output channels of each 3x3 conv, "M" = max-pool.
 CONFIGS = {
@@ -50,6 +51,7 @@ class VGG(nn.Module):
   hidden: int = 4096  # width of the two hidden dense layers
   dropout_rate: float = 0.5  # after each hidden dense layer, training only
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+  conv_impl: str = "auto"  # `dl_jax.nn.conv.Conv`'s impl: XLA on accelerators, Eigen on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -62,9 +64,9 @@ class VGG(nn.Module):
           x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         pools += 1
         continue
-      x = nn.Conv(v, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
-                  param_dtype=jnp.float32,
-                  kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))(x)
+      x = Conv(v, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype, param_dtype=jnp.float32,
+               kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+               impl=self.conv_impl)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=jnp.float32)(x)
@@ -80,7 +82,8 @@ class VGG(nn.Module):
 
 
 _DEFAULTS = {"config": "D", "num_classes": 1000, "batch_norm": False, "pools": 5,
-             "pooled_size": 7, "hidden": 4096, "dropout_rate": 0.5, "dtype": "float32"}
+             "pooled_size": 7, "hidden": 4096, "dropout_rate": 0.5, "dtype": "float32",
+             "conv_impl": "auto"}
 _TORCHVISION_COUNTS = {"A": 132_863_336, "B": 133_047_848, "D": 138_357_544,
                        "E": 143_667_240}  # torchvision 0.28 vgg11, 13, 16, 19
 
