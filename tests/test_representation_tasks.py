@@ -177,6 +177,6 @@ def test_training(name, tmp_path, run_experiment, full_training):
   tables = ([report.autoencoder_table] if name.startswith("ae_") else
             [report.metric_table, report.oneshot_table])
   for table in tables:
-    assert table([results]).splitlines()[-1].startswith(f"| `{name}` |")
+    assert table([{**results, "run": name}]).splitlines()[-1].startswith(f"| `{name}` |")
   figure = "reconstructions.png" if name.startswith("ae_") else "embedding_2d.png"
   assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"

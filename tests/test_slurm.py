@@ -110,6 +110,8 @@ def test_the_time_limit_signal_saves_both_processes_at_one_step_requeues_and_res
   wait_until(lambda: cluster.job_state(job) == "PENDING", 60, "the job to be requeued")
   # slurmctld holds a requeued job for about two minutes (BeginTime): release it now.
   cluster.client("scontrol", "update", f"JobId={job}", "StartTime=now")
+  # squeue can briefly list no job while it is requeued: wait for the second run's results.
+  wait_until(lambda: (workdir / "results.json").exists(), JOB_TIMEOUT_S, "the requeued run")
   log = wait_for_job(cluster, workdir, job)
   assert f"dl_jax: SIGTERM: checkpointing and requeueing job {job}" in log
   saved = re.findall(r"SIGTERM: saved checkpoint at step (\d+)", log)
