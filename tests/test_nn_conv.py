@@ -171,16 +171,29 @@ def test_conv_impl_validation():
     conv2d(x, jnp.ones((3, 3, 1, 2)), padding="FULL", impl="custom_vjp")
 
 
-def test_auto_leaves_small_inputs_to_xla():
-  """On the CPU 'auto' computes inputs of at least 7x7 with the hand-written gradients and
-  smaller ones (VGG's 3x3 and 1x1 maps) with XLA's convolution and its derivatives."""
-  kernel = jnp.ones((3, 3, 20, 20))
-  hand_written = lambda size: "custom_vjp" in str(jax.make_jaxpr(
-      lambda x: conv2d(x, kernel, padding="SAME"))(jnp.ones((2, size, size, 20))))
+def _auto_choice(size: int, kernel_hw=(3, 3), strides=1, cin=20) -> str:
+  """What conv2d(impl='auto') traces to: 'hand-written' gradients, 'xla' or 'im2col'."""
+  kernel = jnp.ones((*kernel_hw, cin, 20))
+  jaxpr = str(jax.make_jaxpr(lambda x: conv2d(x, kernel, strides, "SAME"))(
+      jnp.ones((2, size, size, cin))))
+  if "custom_vjp" in jaxpr:
+    return "hand-written"
+  return "xla" if "conv_general_dilated" in jaxpr else "im2col"
+
+
+def test_auto_rule_on_the_cpu():
+  """On the CPU 'auto' computes 1x1 kernels, strides > 1 and inputs smaller than 5x5 as
+  matmuls (im2col), 5x5 and 6x6 inputs with XLA's convolution and its derivatives, and larger
+  ones (one input channel too) with the hand-written gradients."""
   assert jax.default_backend() == "cpu"
-  assert hand_written(7) and not hand_written(6)
+  assert [_auto_choice(size) for size in (4, 5, 6, 7, 28)] == [
+      "im2col", "xla", "xla", "hand-written", "hand-written"]
+  assert _auto_choice(28, kernel_hw=(1, 1)) == "im2col"
+  assert _auto_choice(28, strides=2) == "im2col"
+  assert _auto_choice(28, cin=1) == "hand-written"
   assert "custom_vjp" in str(jax.make_jaxpr(  # the named impl is always taken
-      lambda x: conv2d(x, kernel, padding="SAME", impl="custom_vjp"))(jnp.ones((2, 4, 4, 20))))
+      lambda x: conv2d(x, jnp.ones((3, 3, 20, 20)), padding="SAME", impl="custom_vjp"))(
+          jnp.ones((2, 4, 4, 20))))
 
 
 def test_auto_picks_per_backend(monkeypatch):

@@ -27,8 +27,9 @@ eq. 5.14 (input), are computed:
   smallest power of 2 giving >= 16 input channels, at most 8 and 48 output channels (5.3.1
   network: 8, 4, 2); Eigen's convolution runs these wider channels faster, despite the taps
   that the folded kernel multiplies by zero.
-- 'auto': 'folded' when `jax.default_backend()` is 'cpu', else 'xla'; on the CPU, inputs
-  smaller than 7x7 go to 'xla' (VGG's 3x3 and 1x1 maps: the hand-written gradients lose there).
+- 'auto': 'folded' when `jax.default_backend()` is 'cpu', else 'xla'; on the CPU, 1x1 kernels,
+  strides > 1 and inputs smaller than 5x5 go to 'im2col' (there matmuls beat the hand-written
+  gradients and XLA's convolution), inputs of 5x5 and 6x6 to 'xla' (`_auto_cpu_impl`).
   The 5.3.2 architectures (AlexNet, VGG, GoogLeNet, ResNet) build their convolutions with this
   layer and `conv_impl='auto'`.
 
@@ -56,7 +57,9 @@ On the wide layers of the 5.3.2 networks (2 cores of an Intel Xeon with AVX-512,
 gradient (28x28x64: 190 ms), a convolution over the whole batch that YNNPACK runs at 40
 GFLOP/s; the chunked one here takes 65 ms. Forward and backward of whole networks (batch 128):
 ResNet-18 small 3.1 s -> 2.1 s, GoogLeNet small 18.3 -> 12.5 s, VGG-11 small 0.60 -> 0.50 s,
-AlexNet small 0.23 -> 0.18 s.
+AlexNet small 0.23 -> 0.18 s. Routing 1x1 kernels, strides > 1 and maps smaller than 5x5 to
+'im2col' (`_auto_cpu_impl`) then took the ResNet-18 small train step from 2.08 to 1.97 s
+(PyTorch eager 1.50-1.55 s) and VGG-11 small's from 0.59 to 0.51 s.
 
 In the train step 'folded' also runs the first layer's forward pass as a convolution: the
 broadcast sum is faster alone but is an elementwise chain that XLA fuses into, and recomputes
@@ -90,7 +93,9 @@ _MAX_FOLD = 8
 _MAX_FOLDED_FEATURES = 48
 # Above this many chunks the kernel gradient loops with `lax.scan` instead of unrolling.
 _MAX_UNROLLED_CHUNKS = 32
-# 'auto' on the CPU leaves inputs smaller than this (height or width) to XLA.
+# 'auto' on the CPU: inputs smaller than _MIN_IM2COL_SIDE (height or width) as 'im2col', the
+# others smaller than _MIN_AUTO_SIDE with XLA's convolution (`_auto_cpu_impl`).
+_MIN_IM2COL_SIDE = 5
 _MIN_AUTO_SIDE = 7
 
 Array = jax.Array
@@ -360,6 +365,24 @@ def _conv_folded_bwd(s, residuals, g):
 _conv_folded.defvjp(_conv_folded_fwd, _conv_folded_bwd)
 
 
+def _auto_cpu_impl(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                   strides: tuple[int, int]) -> str:
+  """What 'auto' computes a convolution with on the CPU, measured layer by layer (batch 128,
+  forward + both gradients, 2 cores of an Intel Xeon; PyTorch/oneDNN beside):
+
+  - 'im2col' for 1x1 kernels (then a single matmul), strides > 1 and inputs smaller than 5x5:
+    XLA's matmuls beat its convolutions there. ResNet-18 small: 28x28x64 -> 128 stride 2
+    133 -> 72 ms (PyTorch 56), its 1x1 projection 47 -> 16 ms (25), 4x4x512 -> 512 121 -> 109 ms
+    (93); GoogLeNet's 1x1 28x28x192 -> 64 128 -> 58 ms (59); VGG's 1x1x512 -> 512 40 -> 11 ms.
+  - 'xla' for inputs of 5x5 and 6x6 (AlexNet small's 6x6 maps: im2col 25-36 ms, XLA 19-30 ms).
+  - 'folded' otherwise: Eigen's convolution with hand-written gradients.
+  """
+  kernel_hw, side = tuple(kernel_shape[:2]), min(x_shape[1:3])
+  if kernel_hw == (1, 1) or strides != (1, 1) or side < _MIN_IM2COL_SIDE:
+    return "im2col"
+  return "xla" if side < _MIN_AUTO_SIDE else "folded"
+
+
 def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
            padding: PaddingLike = "VALID", impl: str = "auto") -> Array:
   """2-D convolution (cross-correlation, as in the notes' footnote 1) of NHWC `x` with HWIO
@@ -368,8 +391,8 @@ def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
   impl = resolve_impl(impl)
   strides = _pair(strides, "strides")
   kernel_hw = kernel.shape[:2]
-  if chosen == "auto" and min(x.shape[1:3]) < _MIN_AUTO_SIDE:
-    impl = "xla"
+  if chosen == "auto" and impl == "folded":
+    impl = _auto_cpu_impl(x.shape, kernel.shape, strides)
   if impl == "xla":
     pad = padding.upper() if isinstance(padding, str) else _explicit_padding(
         padding, x.shape[1:3], kernel_hw, strides)
