@@ -3,8 +3,9 @@ configuration `alexnet_small`.
 
   ./launch.sh fashion_alexnet [--config.num_epochs=N] [--config.augment_random_erasing=0.5]
 
-The default (1 epoch, about 2.5 minutes on 2 CPU cores) is a CPU trial; the README's
-architecture table runs `--config.num_epochs=30`. The recipe is `base.architecture_config`.
+The default (1 epoch, about 80 s on 2 Intel Xeon cores) is a CPU trial; the README's
+architecture table runs `--config.num_epochs=30` (39 minutes there, 93.52 % test accuracy). The
+recipe is `base.architecture_config`.
 """
 
 from experiments.configs import base
