@@ -108,7 +108,11 @@ def test_the_time_limit_signal_saves_both_processes_at_one_step_requeues_and_res
   assert shell, "the batch script's process was not found"
   os.kill(shell, signal.SIGTERM)  # what --signal=B:TERM@S sends: the batch shell alone
   wait_until(lambda: cluster.job_state(job) == "PENDING", 60, "the job to be requeued")
-  # slurmctld holds a requeued job for about two minutes (BeginTime): release it now.
+  # slurmctld holds a requeued job for about two minutes (BeginTime): release it sooner. slurmd
+  # revoked the first run's credential (to the second) before the requeue; a new credential made
+  # within that same second counts as revoked too ("Killing non-startable batch job: Job
+  # credential revoked"), so release the job only once that second has passed.
+  time.sleep(2)
   cluster.client("scontrol", "update", f"JobId={job}", "StartTime=now")
   # squeue can briefly list no job while it is requeued: wait for the second run's results.
   wait_until(lambda: (workdir / "results.json").exists(), JOB_TIMEOUT_S, "the requeued run")
