@@ -57,9 +57,7 @@ On the wide layers of the 5.3.2 networks (2 cores of an Intel Xeon with AVX-512,
 gradient (28x28x64: 190 ms), a convolution over the whole batch that YNNPACK runs at 40
 GFLOP/s; the chunked one here takes 65 ms. Forward and backward of whole networks (batch 128):
 ResNet-18 small 3.1 s -> 2.1 s, GoogLeNet small 18.3 -> 12.5 s, VGG-11 small 0.60 -> 0.50 s,
-AlexNet small 0.23 -> 0.18 s. Routing 1x1 kernels, strides > 1 and maps smaller than 5x5 to
-'im2col' (`_auto_cpu_impl`) then took the ResNet-18 small train step from 2.08 to 1.97 s
-(PyTorch eager 1.50-1.55 s) and VGG-11 small's from 0.59 to 0.51 s.
+AlexNet small 0.23 -> 0.18 s; 'auto''s routing (`_auto_cpu_impl`) gains the rest.
 
 In the train step 'folded' also runs the first layer's forward pass as a convolution: the
 broadcast sum is faster alone but is an elementwise chain that XLA fuses into, and recomputes
