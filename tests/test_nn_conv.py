@@ -231,7 +231,37 @@ def test_max_pool_matches_flax(shape, window, ties):
     np.testing.assert_array_equal(y, nn.max_pool(x, window, strides=window))
 
 
-@pytest.mark.parametrize("impl", ["slices", "reshape"])
+# Overlapping windows (GoogLeNet's 3x3/1 and ceil-mode 3x3/2, AlexNet's 3x3/2), padding of
+# every kind, odd sizes, a non-square window.
+OVERLAP_CASES = [((2, 9, 9, 3), (3, 3), (1, 1), [(1, 1), (1, 1)]),
+                 ((2, 9, 9, 3), (3, 3), (2, 2), "VALID"),
+                 ((2, 10, 9, 3), (3, 3), (2, 2), [(0, 1), (0, 2)]),
+                 ((2, 7, 8, 2), (3, 3), (2, 2), "SAME"),
+                 ((1, 5, 6, 2), (2, 3), (1, 2), "SAME")]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("shape,window,strides,padding", OVERLAP_CASES)
+def test_max_pool_shifts_match_flax_on_overlapping_windows(shape, window, strides, padding, ties):
+  """'shifts' (and 'auto' on CPU): flax's values exactly, its gradients up to the order in which
+  an input's contributions from several windows are added."""
+  key = jax.random.key(5)
+  x = (jax.random.randint(key, shape, 0, 3).astype(jnp.float32) if ties
+       else jax.random.normal(key, shape))
+
+  def forward_and_grad(impl):
+    f = lambda x: max_pool(x, window, strides, padding, impl=impl)
+    weights = jnp.arange(1.0, f(x).size + 1).reshape(f(x).shape) / f(x).size
+    return jax.jit(f)(x), jax.jit(jax.grad(lambda x: jnp.sum(jnp.cos(f(x)) * weights)))(x)
+
+  y_ref, g_ref = forward_and_grad("xla")
+  for impl in ("shifts", "auto"):
+    y, g = forward_and_grad(impl)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", ["slices", "reshape", "shifts"])
 def test_max_pool_tie_goes_to_first_in_window(impl):
   x = jnp.array([[1., 3.], [3., 0.]]).reshape(1, 2, 2, 1)
   grad = jax.grad(lambda x: max_pool(x, (2, 2), (2, 2), impl=impl).sum())(x)
@@ -246,6 +276,8 @@ def test_max_pool_impl_validation():
   for impl in ("slices", "reshape"):
     with pytest.raises(ValueError, match="strides equal to the window"):
       max_pool(x, (3, 3), (2, 2), impl=impl)
-  # 'auto' falls back to flax's pooling where the slices cannot do it.
+  with pytest.raises(ValueError, match="'shifts' needs an NHWC input"):
+    max_pool(jnp.ones((6, 6, 1)), (3, 3), (1, 1), impl="shifts")
+  # 'auto' takes the shifted views where the slices cannot do it.
   np.testing.assert_array_equal(max_pool(x, (3, 3), (2, 2), padding="SAME"),
                                 nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))

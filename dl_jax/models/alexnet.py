@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
 from dl_jax.nn.conv import Conv
+from dl_jax.nn.pool import max_pool
 
 
 def adaptive_avg_pool(x: jax.Array, size: int | tuple[int, int]) -> jax.Array:
@@ -84,7 +85,7 @@ class AlexNet(nn.Module):
         padding=[(kernel // 2 if pad is None else pad,) * 2] * 2,
         dtype=self.dtype, param_dtype=jnp.float32, impl=self.conv_impl)
     dense = lambda width: nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32)
-    pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    pool = lambda x: max_pool(x, (3, 3), (2, 2), "VALID")
     lrn = local_response_norm if self.local_response_norm else (lambda x: x)
     c1, c2, c3, c4, c5 = self.features
     x = pool(lrn(nn.relu(conv(c1, self.stem_kernel, self.stem_stride, self.stem_padding)(x))))

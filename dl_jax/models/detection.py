@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.pool import max_pool
 
 
 def _check_input(x: jax.Array, image_size: int) -> None:
@@ -39,7 +40,7 @@ class Localizer(nn.Module):
       x = nn.relu(nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype,
                           param_dtype=jnp.float32)(x))
       if i < len(self.widths) - 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2), (2, 2))
     box = dense(4)(nn.relu(dense(self.hidden)(x.reshape((x.shape[0], -1)))))
     logits = dense(self.num_classes)(jnp.max(x, axis=(1, 2)))
     return jnp.concatenate([nn.sigmoid(box), logits], axis=-1)
@@ -76,7 +77,7 @@ class YoloDetector(nn.Module):
                          dtype=self.dtype, param_dtype=jnp.float32)(x)
       x = nn.leaky_relu(x, 0.1)
       if i < int(pools):
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2), (2, 2))
     return nn.Conv(self.boxes_per_cell * 5 + self.num_classes, (1, 1), dtype=self.dtype,
                    param_dtype=jnp.float32)(x)
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
 from dl_jax.nn import activations
+from dl_jax.nn.pool import max_pool
 
 
 class ConvEmbedding(nn.Module):
@@ -27,7 +28,7 @@ class ConvEmbedding(nn.Module):
     act = activations.get(self.activation)
     for f in self.features:
       x = nn.Conv(f, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32)(x)
-      x = nn.max_pool(act(x), (2, 2), strides=(2, 2))
+      x = max_pool(act(x), (2, 2), (2, 2))
     x = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=jnp.float32)(
         x.reshape((x.shape[0], -1)))
     if self.normalize:

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 from dl_jax.models.alexnet import local_response_norm
 from dl_jax.models.spec import AUX_LOGITS, ModelSpec
 from dl_jax.nn.conv import Conv
+from dl_jax.nn.pool import max_pool
 
 # Table 1 of the paper: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -70,7 +71,7 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int) -> jax.Array:
   for n in x.shape[1:3]:
     out = -(-(n - window) // stride) + 1
     pads.append((0, (out - 1) * stride + window - n))
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+  return max_pool(x, (window, window), (stride, stride), pads)
 
 
 class ConvBlock(nn.Module):
@@ -117,7 +118,7 @@ class Inception(nn.Module):
     b2 = conv(self.ch3x3, 3, name="branch2")(b2, train)
     b3 = conv(self.ch5x5red, name="branch3_reduce")(x, train)
     b3 = conv(self.ch5x5, self.branch5x5_kernel, name="branch3")(b3, train)
-    b4 = nn.max_pool(x, (3, 3), strides=(1, 1), padding=[(1, 1), (1, 1)])
+    b4 = max_pool(x, (3, 3), (1, 1), [(1, 1), (1, 1)])
     b4 = conv(self.pool_proj, name="branch4")(b4, train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 

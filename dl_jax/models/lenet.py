@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.pool import max_pool
 
 # Table I of the paper: the S2 maps each C3 map is connected to.
 C3_TABLE = ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
@@ -127,7 +128,7 @@ class LeNet5(nn.Module):
 
     def pool(x, name):
       if self.pooling == "max":
-        return nn.max_pool(x, (2, 2), strides=(2, 2))
+        return max_pool(x, (2, 2), (2, 2))
       return Subsampling(dtype=self.dtype, name=name)(x)
 
     x = jnp.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)])  # 28x28 -> the paper's 32x32

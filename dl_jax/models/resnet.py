@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
 from dl_jax.nn.conv import Conv
+from dl_jax.nn.pool import max_pool
 
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                152: (3, 8, 36, 3)}
@@ -131,7 +132,7 @@ class ResNet(nn.Module):
     if not self.preactivation:
       x = nn.relu(norm("bn1")(x))
     if self.stem == "imagenet":
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
+      x = max_pool(x, (3, 3), (2, 2), [(1, 1), (1, 1)])
     for stage, blocks in enumerate(self.stage_sizes):
       for i in range(blocks):
         x = ResidualBlock(64 * 2 ** stage, strides=2 if stage > 0 and i == 0 else 1,

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.pool import max_pool
 
 POOLINGS = ("average", "max")
 
@@ -61,7 +62,7 @@ class StyleVGG(nn.Module):
     if unknown:
       raise ValueError(f"no layer {unknown[0]!r}; accepted: {', '.join(names)}")
     last = max(names.index(name) for name in wanted)
-    pool = nn.avg_pool if self.pooling == "average" else nn.max_pool
+    pool = nn.avg_pool if self.pooling == "average" else max_pool
     out = {}
     for i, (name, conv) in enumerate(zip(names[:last + 1], self.convs)):
       if i and i % self.convs_per_block == 0:

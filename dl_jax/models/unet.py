@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from dl_jax.models.spec import ModelSpec
+from dl_jax.nn.pool import max_pool
 
 _DRAW = 2 ** 18  # normal draws per kernel: one compiled sampler serves every smaller shape
 
@@ -79,7 +80,7 @@ class UNet(nn.Module):
     for level, width in enumerate(self.features):
       x = conv_block(x, width, f"down{level}")
       contracting.append(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2), (2, 2))
     x = conv_block(x, 2 * self.features[-1], "bottleneck")
     for level in reversed(range(len(self.features))):
       width = self.features[level]

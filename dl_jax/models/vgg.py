@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from dl_jax.models.alexnet import adaptive_avg_pool
 from dl_jax.models.spec import ModelSpec
 from dl_jax.nn.conv import Conv
+from dl_jax.nn.pool import max_pool
 
 # Simonyan and Zisserman 2014, table 1: output channels of each 3x3 conv, "M" = max-pool.
 CONFIGS = {
@@ -61,7 +62,7 @@ class VGG(nn.Module):
     for v in CONFIGS[self.config]:
       if v == "M":
         if pools < self.pools:
-          x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+          x = max_pool(x, (2, 2), (2, 2), "VALID")
         pools += 1
         continue
       x = Conv(v, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype, param_dtype=jnp.float32,
