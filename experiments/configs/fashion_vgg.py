@@ -3,8 +3,9 @@
 
   ./launch.sh fashion_vgg [--config.num_epochs=N] [--config.augment_random_erasing=0.5]
 
-The default (1 epoch, about 20 minutes on 2 CPU cores) is a CPU trial; the README's
-architecture table runs `--config.num_epochs=30` on a GPU. The recipe is `base.architecture_config`.
+The default (1 epoch, about 6 minutes on 2 CPU cores) is a CPU trial; `--config.num_epochs=15`
+reached 94.13 % test accuracy in about 1.5 hours on 2 Intel Xeon cores (anchor 93.5 %), the
+README's table. The recipe is `base.architecture_config`.
 """
 
 from experiments.configs import base
