@@ -59,6 +59,13 @@ def _shifts_supported(x: Array, window_shape: tuple[int, ...], strides: tuple[in
   return x.ndim == 4 and len(window_shape) == 2 and len(strides) == 2
 
 
+def _elementwise_max(views: list[Array]) -> Array:
+  y = views[0]
+  for v in views[1:]:
+    y = jnp.maximum(y, v)
+  return y
+
+
 def _max_and_first_argmax(views: list[Array]) -> tuple[Array, Array]:
   """The elementwise maximum of `views` and the index of the first view that attains it (the
   tie rule of the module docstring).
@@ -98,7 +105,7 @@ def _window_views(x: Array, window: tuple[int, int]) -> list[Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _pool_slices_2d(x: Array, window: tuple[int, int], hw: tuple[int, int]) -> Array:
   """`hw`: x's height and width (static; the backward pass keeps only the argmax)."""
-  return _max_and_first_argmax(_window_views(x, window))[0]
+  return _elementwise_max(_window_views(x, window))
 
 
 def _pool_slices_fwd(x, window, hw):
@@ -181,11 +188,7 @@ def _strided_views(x: Array, window: tuple[int, int], strides: tuple[int, int],
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _pool_shifts_2d(x: Array, window: tuple[int, int], strides: tuple[int, int],
                     pads: tuple[tuple[int, int], ...], hw: tuple[int, int]) -> Array:
-  views = _strided_views(x, window, strides, pads)
-  y = views[0]
-  for v in views[1:]:
-    y = jnp.maximum(y, v)
-  return y
+  return _elementwise_max(_strided_views(x, window, strides, pads))
 
 
 def _pool_shifts_fwd(x, window, strides, pads, hw):
@@ -238,7 +241,7 @@ def max_pool(x: Array, window_shape: Sequence[int], strides: Sequence[int] | Non
     impl = "reshape" if cpu and supported else "shifts" if cpu and shifts else "xla"
   hw = tuple(x.shape[1:3])
   if impl == "shifts":
-    pads = _spatial_pads(x.shape[1:3], window_shape, strides, padding)
+    pads = _spatial_pads(hw, window_shape, strides, padding)
     return _pool_shifts_2d(x, window_shape, strides, pads, hw)
   if impl == "xla":
     return nn.max_pool(x, window_shape, strides=strides, padding=padding)
