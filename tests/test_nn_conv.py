@@ -56,7 +56,7 @@ CASES = [
     (3, 8, 8, 4, 7, (1, 1), 1, "VALID"),
     (2, 7, 9, 3, 2, (2, 4), (3, 1), "SAME"),
     (2, 6, 6, 2, 3, (3, 3), 1, ((1, 2), (0, 1))),
-    (20, 6, 6, 2, 3, (3, 3), 1, "VALID"),       # batch not a multiple of the gradient chunk
+    (130, 6, 6, 2, 3, (3, 3), 1, "VALID"),      # batch not a multiple of the gradient chunk
     (3, 9, 8, 20, 24, (3, 3), 1, "SAME"),       # above 16 features: the dilated-width forms
     (2, 9, 9, 24, 17, (1, 1), 2, "VALID"),      # a strided 1x1 projection (ResNet shortcut)
 ]
