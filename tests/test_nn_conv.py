@@ -4,6 +4,8 @@ Every impl must give flax's forward pass and gradients (w.r.t. the input and all
 jitted) to 1e-5, relative to the largest entry of each compared array.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,17 +34,22 @@ def _forward_and_grads(module, params, x):
   return jax.jit(module.apply)(params, x), jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
 
 
-def _compare(flax_module, our_module, x, seed=0):
-  params = flax_module.init(jax.random.key(seed), x)
+def _compare(flax_module, our_module, x, seed=0, reference=None):
+  """`reference`: flax's (params, forward and gradients), if already computed."""
+  params, (y_ref, (gp_ref, gx_ref)) = reference or _reference(flax_module, x, seed)
   ours = our_module.init(jax.random.key(seed), x)
   assert jax.tree.structure(ours) == jax.tree.structure(params)
   assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, params)
-  y_ref, (gp_ref, gx_ref) = _forward_and_grads(flax_module, params, x)
   y, (gp, gx) = _forward_and_grads(our_module, params, x)
   assert_close(y, y_ref, "forward")
   assert_close(gx, gx_ref, "input gradient")
   for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(gp), jax.tree.leaves(gp_ref)):
     assert_close(got, want, f"gradient {jax.tree_util.keystr(path)}")
+
+
+def _reference(flax_module, x, seed=0):
+  params = flax_module.init(jax.random.key(seed), x)
+  return params, _forward_and_grads(flax_module, params, x)
 
 
 # (batch, height, width, in_channels, features, kernel, strides, padding)
@@ -63,29 +70,43 @@ CASES = [
 
 
 @pytest.mark.parametrize("impl", CONV_IMPLS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}-{c[7]}")
+@pytest.mark.parametrize("case", CASES,
+                         ids=lambda c: "x".join(map(str, c[:5])) + f"-{c[5]}-{c[6]}-{c[7]}")
 def test_conv_matches_flax(impl, case):
   n, h, w, cin, features, kernel, strides, padding = case
+  x, reference = _case_reference(case)
+  _compare(None, Conv(features, kernel, strides=strides, padding=padding, impl=impl), x,
+           reference=reference)
+
+
+@functools.lru_cache(maxsize=None)
+def _case_reference(case):
+  """The input of a case and flax's results on it, computed once for all impls."""
+  n, h, w, cin, features, kernel, strides, padding = case
   x = jax.random.normal(jax.random.key(1), (n, h, w, cin))
-  ref = nn.Conv(features, kernel, strides=strides, padding=padding)
-  _compare(ref, Conv(features, kernel, strides=strides, padding=padding, impl=impl), x)
+  return x, _reference(nn.Conv(features, kernel, strides=strides, padding=padding), x)
 
 
 @pytest.mark.parametrize("impl,trials", [("im2col", 4), ("custom_vjp", 10), ("folded", 10)])
 def test_conv_random_shapes(impl, trials):
   """Random shapes, kernel sizes, strides, paddings and biases (im2col compiles slowly)."""
-  rng = np.random.default_rng(0)
   for trial in range(trials):
+    features, kernel, args, x, reference = _random_case(trial)
+    _compare(None, Conv(features, kernel, impl=impl, **args), x, seed=trial, reference=reference)
+
+
+@functools.lru_cache(maxsize=None)
+def _random_case(trial: int):
+  """Trial `trial` of the random cases (the same for every impl) and flax's results on it."""
+  rng = np.random.default_rng(0)
+  for _ in range(trial + 1):
     kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
     strides = tuple(int(s) for s in rng.integers(1, 4, 2))
-    padding = ("SAME", "VALID")[trial % 2]
     h, w = (int(d) for d in rng.integers(5, 14, 2))
     n, cin, features = int(rng.integers(1, 20)), int(rng.integers(1, 7)), int(rng.integers(1, 9))
-    use_bias = bool(trial % 3)
-    x = jax.random.normal(jax.random.key(trial), (n, h, w, cin))
-    args = dict(strides=strides, padding=padding, use_bias=use_bias)
-    _compare(nn.Conv(features, kernel, **args), Conv(features, kernel, impl=impl, **args), x,
-             seed=trial)
+  args = dict(strides=strides, padding=("SAME", "VALID")[trial % 2], use_bias=bool(trial % 3))
+  x = jax.random.normal(jax.random.key(trial), (n, h, w, cin))
+  return features, kernel, args, x, _reference(nn.Conv(features, kernel, **args), x, seed=trial)
 
 
 def test_conv_auto_on_the_mnist_cnn_layers():
