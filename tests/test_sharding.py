@@ -74,7 +74,7 @@ def test_full_run_on_eight_devices(tmp_path):
 def test_nbody_epochs_are_data_parallel(tmp_path):
   """The N-body task's scanned epoch splits each batch over the mesh: 8 devices train the same
   model as 1 (the gradient is summed across devices, in another order)."""
-  flags = ("--config.num_epochs=4", "--config.train_size=800", "--config.batch_size=80",
+  flags = ("--config.num_epochs=2", "--config.train_size=800", "--config.batch_size=80",
            "--config.eval_every_epochs=2")
   one = run(experiment_cmd("nbody_egnn", tmp_path / "one", *flags))
   eight = run(experiment_cmd("nbody_egnn", tmp_path / "eight", *flags), env=EIGHT_DEVICES)
