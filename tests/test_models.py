@@ -69,14 +69,14 @@ FULL_SIZE = [n for n in registry.names() if registry.get(n).full_size]
 RUNNABLE = [n for n in registry.names() if n not in FULL_SIZE]
 # Deeper variants built by the same code from the same table as a shallower one, whose eager
 # run and bfloat16 run cover theirs (they are run in float32, jitted).
-EAGER_AS = {"resnet34_small": "resnet18_small", "resnet101_small": "resnet50_small",
+COVERED_BY = {"resnet34_small": "resnet18_small", "resnet101_small": "resnet50_small",
             "resnet152_small": "resnet50_small", "vgg13_small": "vgg11_small",
             "vgg16_small": "vgg11_small", "vgg19_small": "vgg11_small"}
 
 
-def test_deeper_variants_share_the_code_of_the_eagerly_checked_one():
-  for deeper, checked in EAGER_AS.items():
-    assert checked in RUNNABLE and checked not in EAGER_AS
+def test_deeper_variants_share_the_code_of_the_variant_that_covers_them():
+  for deeper, checked in COVERED_BY.items():
+    assert checked in RUNNABLE and checked not in COVERED_BY
     assert type(registry.build(deeper)) is type(registry.build(checked)), deeper
 
 
@@ -97,7 +97,7 @@ def test_full_size_model_abstractly(name, dtype):
 
 
 @pytest.mark.parametrize("name, dtype", [(name, dtype) for name in RUNNABLE for dtype in DTYPES
-                                         if dtype == "float32" or name not in EAGER_AS])
+                                         if dtype == "float32" or name not in COVERED_BY])
 def test_registered_model(name, dtype):
   spec, model, args, variables = _setup(name, dtype)
   shapes = jax.eval_shape(model.init, KEY, *args)
@@ -111,7 +111,7 @@ def test_registered_model(name, dtype):
   assert out.shape == spec.output_shape(BATCH) and out.dtype == jnp.dtype(dtype)
   chex.assert_tree_all_finite(out)
   if dtype == "float32":  # jit == eager (once per model: eager op-by-op compiles are slow)
-    if name not in EAGER_AS:
+    if name not in COVERED_BY:
       _close(model.apply(variables, *args), out, dtype)
   else:  # inputs already in the compute dtype give the same outputs
     _close(apply(variables, *spec.example_inputs(BATCH, dtype)), out, dtype)
