@@ -9,10 +9,14 @@ softmax cross-entropy (eq. 5.22-5.24), Adam lr 1e-3), chosen with `--models`:
   do; 'model' is `dl_jax.models.cnn.MnistCNN` with its default impls;
 - resnet18_small, googlenet_small: the section 5.3.2 networks for 28x28x1 and 10 classes, as
   `dl_jax.models.registry.build(name, conv_impl=...)` makes them (a row per `--conv_impls`
-  value: 'auto', the default, and 'xla', XLA's own convolutions), in train mode: batch norm on the batch
-  statistics, dropout on, and for GoogLeNet its two auxiliary classifiers with loss weight 0.3
+  value: 'auto', the default, and 'xla', XLA's own convolutions), in train mode: batch norm on
+  the batch statistics, dropout on, and for GoogLeNet its two auxiliary classifiers with loss weight 0.3
   (`train_step`'s `aux_loss_weight`). The PyTorch twins below are written layer by layer from the
-  model files (BN eps as there, torch momentum 0.1 == flax momentum 0.9).
+  model files (BN eps as there, torch momentum 0.1 == flax momentum 0.9);
+- lstm_classifier, gru_classifier: the recurrent classifiers of sequential MNIST (LSTM 130 and
+  GRU 150 units, about 70k parameters, `dl_jax.models.recurrent`) on 784 steps of one pixel,
+  against `torch.nn.LSTM` / `torch.nn.GRU` (the same gate order; the GRU's reset gate applied
+  after the recurrent product in both) and a `Linear` head. Same loss and optimizer, no clipping.
 
 The dl_jax initial variables are copied into the PyTorch twin (conv kernels HWIO -> OIHW, dense
 kernels (in, out) -> (out, in), batch norm scale/bias/mean/var); before any timing, both must give
@@ -81,9 +85,15 @@ from dl_jax.nn.pool import max_pool
 from dl_jax.tasks.image_classification import create_train_state, train_step
 
 DEFAULT_VARIANTS = "model,folded/slices,custom_vjp/slices,xla/reshape,xla/xla"
-MODELS = ("mlp", "cnn", "resnet18_small", "googlenet_small")
+MODELS = ("mlp", "cnn", "resnet18_small", "googlenet_small", "lstm_classifier",
+          "gru_classifier")
 REGISTERED = ("resnet18_small", "googlenet_small")  # built by name through the registry
+SEQUENCE = ("lstm_classifier", "gru_classifier")  # sequential MNIST: 784 steps of one pixel
 INPUT_SHAPE = (28, 28, 1)
+
+
+def input_shape(name: str) -> tuple[int, ...]:
+  return (784, 1) if name in SEQUENCE else INPUT_SHAPE
 AUX_LOSS_WEIGHT = 0.3  # train_step's default: the auxiliary classifiers' weight (GoogLeNet)
 TOLERANCE = 1e-3  # max |logits dl_jax - logits torch| accepted before timing
 
@@ -95,6 +105,8 @@ def build_jax(name: str, variant: str | None, batch: dict, seed: int):
   elif name in REGISTERED:
     model = registry.build(name, conv_impl=variant or "auto")
     desc = f"registry.build({name!r}, conv_impl={variant or 'auto'!r}), train mode"
+  elif name in SEQUENCE:
+    model, desc = registry.build(name), f"registry.build({name!r}), 784 steps of one pixel"
   elif variant == "model":
     model, desc = MnistCNN(), "dl_jax.models.cnn.MnistCNN with its defaults"
   else:
@@ -102,7 +114,8 @@ def build_jax(name: str, variant: str | None, batch: dict, seed: int):
     model = MnistCNN(conv_impl=conv_impl, pool_impl=pool_impl)
     desc = (f"MnistCNN: conv impl={conv_impl} ({resolve_impl(conv_impl)}), "
             f"max_pool impl={pool_impl}")
-  state = create_train_state(model, optax.adam(1e-3), jax.random.key(seed), INPUT_SHAPE)
+  state = create_train_state(model, optax.adam(1e-3), jax.random.key(seed),
+                             input_shape(name))
   variables0 = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
   step = jax.jit(train_step, donate_argnums=0)
   holder = {"state": state}
@@ -382,6 +395,37 @@ class TorchGoogLeNet(_Module):
     _load_dense(self.fc, p["fc"], "fc")
 
 
+class TorchSequenceClassifier(_Module):
+  """`torch.nn.LSTM` or `torch.nn.GRU` (batch first) and a Linear head on the last output.
+
+  torch adds a recurrent bias b_hh to every gate's b_ih; dl_jax has one bias per gate (and the
+  GRU's b_hn, inside the reset gate's product). The other recurrent biases (the LSTM's 4H, the
+  GRU's 2H) start at 0 and only duplicate b_ih: `redundant_parameters` counts them."""
+
+  def __init__(self, cell: str, hidden: int):
+    super().__init__()
+    self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](1, hidden, batch_first=True)
+    self.classifier = torch.nn.Linear(hidden, 10)
+    self.redundant_parameters = (4 if cell == "lstm" else 2) * hidden
+
+  def forward(self, x):  # x: [batch, T, 1]
+    out, _ = self.rnn(x)
+    return self.classifier(out[:, -1])
+
+  def load(self, variables):
+    p = variables["params"]
+    layer, what = p["encoder"]["layer0"], "encoder.layer0"
+    _copy(self.rnn.weight_ih_l0, np.asarray(layer["input_kernel"]).T, f"{what}.input_kernel")
+    _copy(self.rnn.weight_hh_l0, np.asarray(layer["recurrent_kernel"]).T,
+          f"{what}.recurrent_kernel")
+    _copy(self.rnn.bias_ih_l0, layer["bias"], f"{what}.bias")
+    recurrent_bias = np.zeros(self.rnn.bias_hh_l0.shape, np.float32)
+    if "recurrent_bias" in layer:
+      recurrent_bias[-len(layer["recurrent_bias"]):] = layer["recurrent_bias"]
+    _copy(self.rnn.bias_hh_l0, recurrent_bias, f"{what}.recurrent_bias")
+    _load_dense(self.classifier, p["classifier"], "classifier")
+
+
 def make_twin(name: str, in_channels: int = 1):
   """The PyTorch twin of dl_jax model `name` (randomly initialized; `.load(variables)` next)."""
   if name == "mlp":
@@ -389,6 +433,8 @@ def make_twin(name: str, in_channels: int = 1):
   if name == "cnn":
     return TorchCNN()
   hp = registry.get(name).hyperparameters()
+  if name in SEQUENCE:
+    return TorchSequenceClassifier(name.split("_")[0], hp["hidden"])
   if name.startswith("resnet"):
     return TorchResNet(hp, in_channels)
   if name.startswith("googlenet"):
@@ -408,7 +454,9 @@ def torch_loss(out, y):
 
 
 def _nchw(name: str, images: np.ndarray):
-  return torch.tensor(images if name == "mlp" else np.transpose(images, (0, 3, 1, 2)).copy())
+  if name == "mlp" or name in SEQUENCE:
+    return torch.tensor(images)
+  return torch.tensor(np.transpose(images, (0, 3, 1, 2)).copy())
 
 
 def build_torch(name: str, variables, images: np.ndarray, labels: np.ndarray,
@@ -441,7 +489,8 @@ def check_twin(name: str, model, twin, variables, images: np.ndarray, seed: int)
   models train mode (batch statistics; dropout off in both); returns the failures."""
   failures = []
   n_jax = sum(int(np.size(v)) for v in jax.tree.leaves(variables["params"]))
-  n_torch = sum(p.numel() for p in twin.parameters())
+  n_torch = (sum(p.numel() for p in twin.parameters())
+             - getattr(twin, "redundant_parameters", 0))
   if n_jax != n_torch:
     failures.append(f"{name}: {n_jax} parameters in dl_jax, {n_torch} in the torch twin")
   jax_vars = {k: v for k, v in variables.items() if v}
@@ -609,15 +658,15 @@ def main(argv=None) -> int:
           "are running, timings will be noisy (PyTorch's threads suffer most)", file=sys.stderr)
   if args.layers:
     profile_layers(args.batch_size, args.rounds, args.seed)
-  rng = np.random.default_rng(args.seed)
-  images = rng.random((args.batch_size, *INPUT_SHAPE), dtype=np.float32)
-  labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
-  batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
 
   # (label, who, describe, run); who: "dl_jax", "torch" or "compile". The rows alternate in
   # every round. first_s: (label, who) -> seconds of the first (compiling) step, not timed.
   entries, first_s, compile_errors = [], {}, {}
   for model_name in models:
+    rng = np.random.default_rng(args.seed)  # the same batch for every model of one shape
+    images = rng.random((args.batch_size, *input_shape(model_name)), dtype=np.float32)
+    labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
+    batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
     variants = {"cnn": args.variants.split(","),
                 **{name: args.conv_impls.split(",") for name in REGISTERED}}.get(model_name,
                                                                                   [None])
