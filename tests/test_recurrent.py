@@ -1,7 +1,8 @@
 """The recurrent cells of `dl_jax.nn.recurrent` against flax.linen's cells with transplanted
 weights; backpropagation through time (the scan against a python loop, the hand-written Elman
-BPTT against `jax.grad`); causality of the unidirectional encoder and its negative control, the
-bidirectional one; the sequence task's data, bad values, and a short real training."""
+BPTT and every cell's written-out backward pass against `jax.grad`); causality of the
+unidirectional encoder and its negative control, the bidirectional one; the sequence task's
+data, bad values, and a short real training."""
 
 import flax.linen as nn
 import jax
@@ -218,6 +219,67 @@ def test_truncated_bptt_equals_jax_grad_of_the_cut_graph_and_not_the_full_gradie
   truncated = recurrent.elman_bptt(params, xs, h0, upstream, truncation=3)
   assert max_difference(truncated, autodiff_grads(params, xs, h0, upstream, 3)) < 1e-5
   assert max_difference(truncated, autodiff_grads(params, xs, h0, upstream)) > 1e-2
+
+
+
+def layer_gradients(name, bptt, reverse):
+  """float64 value and gradients (parameters, inputs, initial carry) of a loss on every output
+  and on the final carry of one `Recurrent` layer, its parameters and initial carry random."""
+  with jax.enable_x64(True):
+    layer = recurrent.Recurrent(name, HIDDEN, reverse=reverse, bptt=bptt, dtype=jnp.float64)
+    xs = normal(4, (BATCH, STEPS, FEATURES)).astype(jnp.float64)
+    params = layer.init(jax.random.PRNGKey(0), xs)["params"]
+    leaves, tree = jax.tree.flatten(params)
+    params = jax.tree.unflatten(tree, [x + 0.3 * normal(20 + i, x.shape)
+                                       for i, x in enumerate(leaves)])
+    carry = jax.tree.map(lambda z: 0.5 * normal(7, z.shape).astype(jnp.float64),
+                         recurrent.zero_carry(name, (BATCH,), HIDDEN, jnp.float64))
+    weights = normal(6, (BATCH, STEPS, HIDDEN)).astype(jnp.float64)
+
+    def loss(p, x, c):
+      final, outputs = layer.apply({"params": p}, x, c)
+      return jnp.sum(weights * outputs) + sum(jnp.sum(f ** 2) for f in jax.tree.leaves(final))
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, carry)
+
+
+def relative_differences(a, b) -> list[tuple[str, float]]:
+  """(dtype, max |a - b| / max |a|) per leaf, in numpy (x64 is off outside the tests' scope)."""
+  pairs = [(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+  return [(str(x.dtype), float(np.max(np.abs(x - y)) / np.max(np.abs(x)))) for x, y in pairs]
+
+
+def assert_same_gradients(written, autodiff):
+  """float64 leaves (inputs, carry) to rounding; the float32 parameters' gradients to float32."""
+  for dtype, difference in relative_differences(written, autodiff):
+    assert difference < (1e-12 if dtype == "float64" else 1e-6), (dtype, difference)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", recurrent.CELLS)
+def test_written_bptt_equals_jax_grad_of_the_scan(name, reverse):
+  """`unroll`'s backward pass, written out per cell, against `jax.grad` of the plain scan: the
+  same value, and the same gradients for the parameters, every input and the initial carry."""
+  (value, grads), (want_value, want) = (layer_gradients(name, bptt, reverse)
+                                        for bptt in ("written", "autodiff"))
+  assert abs(float(value) - float(want_value)) < 1e-12 * abs(float(want_value))
+  assert min(float(np.max(np.abs(g))) for g in jax.tree.leaves(grads)) > 1e-3
+  assert_same_gradients(grads, want)
+
+
+@pytest.mark.parametrize("name", recurrent.CELLS)
+def test_negative_control_a_wrong_written_derivative_is_caught(name, monkeypatch):
+  """The check above fails when one local derivative is wrong: the first gate's delta of the
+  backward step doubled (the Elman cell's only one)."""
+  forward, backward = recurrent._WRITTEN[name]  # pylint: disable=protected-access
+
+  def wrong_backward(*args):
+    d_prev, d_x, d_rec = backward(*args)
+    return d_prev, (2 * d_x[0], *d_x[1:]), d_rec
+  want = layer_gradients(name, "autodiff", False)[1]
+  monkeypatch.setitem(recurrent._WRITTEN, name,  # pylint: disable=protected-access
+                      (forward, wrong_backward))
+  with pytest.raises(AssertionError):
+    assert_same_gradients(layer_gradients(name, "written", False)[1], want)
 
 
 def dependence(encoder, xs) -> np.ndarray:
