@@ -11,8 +11,8 @@ softmax cross-entropy (eq. 5.22-5.24), Adam lr 1e-3), chosen with `--models`:
   `dl_jax.models.registry.build(name, conv_impl=...)` makes them (a row per `--conv_impls`
   value: 'auto', the default, and 'xla', XLA's own convolutions), in train mode: batch norm on
   the batch statistics, dropout on, and for GoogLeNet its two auxiliary classifiers with loss
-  weight 0.3 (`train_step`'s `aux_loss_weight`). The PyTorch twins below are written layer by layer from the
-  model files (BN eps as there, torch momentum 0.1 == flax momentum 0.9);
+  weight 0.3 (`train_step`'s `aux_loss_weight`). The PyTorch twins below are written layer by
+  layer from the model files (BN eps as there, torch momentum 0.1 == flax momentum 0.9);
 - lstm_classifier, gru_classifier: the recurrent classifiers of sequential MNIST (LSTM 130 and
   GRU 150 units, about 70k parameters, `dl_jax.models.recurrent`) on 784 steps of one pixel,
   against `torch.nn.LSTM` / `torch.nn.GRU` (the same gate order; the GRU's reset gate applied
