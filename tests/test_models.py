@@ -70,8 +70,8 @@ RUNNABLE = [n for n in registry.names() if n not in FULL_SIZE]
 # Deeper variants built by the same code from the same table as a shallower one, whose eager
 # run and bfloat16 run cover theirs (they are run in float32, jitted).
 COVERED_BY = {"resnet34_small": "resnet18_small", "resnet101_small": "resnet50_small",
-            "resnet152_small": "resnet50_small", "vgg13_small": "vgg11_small",
-            "vgg16_small": "vgg11_small", "vgg19_small": "vgg11_small"}
+              "resnet152_small": "resnet50_small", "vgg13_small": "vgg11_small",
+              "vgg16_small": "vgg11_small", "vgg19_small": "vgg11_small"}
 
 
 def test_deeper_variants_share_the_code_of_the_variant_that_covers_them():
