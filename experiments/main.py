@@ -87,17 +87,19 @@ def main(argv, config_path=None, config_overrides=()):
       jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     workdir = FLAGS.workdir or str(pathlib.Path("runs") / config.experiment)
     from dl_jax import engine  # pylint: disable=g-import-not-at-top
-    try:
+    if not FLAGS.multihost or jax.process_count() == 1:
       engine.run(config, workdir)
-    except jax.errors.JaxRuntimeError as e:
-      if not FLAGS.multihost or jax.process_count() == 1:
-        raise
-      # Another process died. Exit now: jax's shutdown would wait for the dead process's
-      # heartbeat to time out (100 s) and then abort.
-      message = cluster.collective_failure(e, str(pathlib.Path(workdir) / "checkpoints"))
-      logging.flush()
-      print(f"error: {message}", file=sys.stderr, flush=True)
-      os._exit(1)  # pylint: disable=protected-access
+      return
+    checkpoints = str(pathlib.Path(workdir) / "checkpoints")
+    with cluster.PeerWatch(checkpoints) as watch:
+      try:
+        engine.run(config, workdir)
+      except Exception as e:  # pylint: disable=broad-except  (re-raised unless a process died)
+        message = None if isinstance(e, DlJaxError) else cluster.collective_failure(e, checkpoints)
+        if message is None:
+          raise
+        cluster.exit_with_failure(message)
+      watch.finish()
   except DlJaxError as e:
     logging.flush()
     print(f"error: {e}", file=sys.stderr)

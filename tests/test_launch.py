@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
+import jax
 import pytest
 
 from dl_jax.engine import cluster, workdir
@@ -275,6 +277,76 @@ def test_bad_cluster_environments_are_refused(environ, message):
     ("rack[2-3]-n[1-4]", "rack2-n1"), ("a[07]b", "a07b")])
 def test_first_host_of_a_slurm_node_list(nodes, first):
   assert cluster.first_slurm_host(nodes) == first
+
+
+GLOO_RESET = ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error [127.0.0.1]:414:"
+                        " Connection reset by peer")
+
+
+@pytest.mark.parametrize("error, silent, expected", [
+    (GLOO_RESET, [1], "process 0: a collective between processes failed (UNKNOWN: Gloo AllGather"
+                      " failed"),  # gloo inside orbax's barrier: a ValueError
+    (GLOO_RESET, None, "process 0, the coordinator, cannot be reached"),
+    (jax.errors.JaxRuntimeError("INTERNAL: all-reduce failed"), [], "every process still answers"),
+    (ValueError("a shape mismatch"), [], None),  # every process answers: some other error
+])
+def test_a_collective_failure_is_told_apart_from_other_errors(error, silent, expected,
+                                                              monkeypatch):
+  monkeypatch.setattr(cluster, "unresponsive_processes", lambda: silent)
+  message = cluster.collective_failure(error, "runs/x/checkpoints")
+  if expected is None:
+    assert message is None
+  else:
+    assert expected in message and message.endswith(
+        "the checkpoints in runs/x/checkpoints are intact: run the job again to resume from the "
+        "last one"), message
+
+
+class FakeCoordinationService:
+  """The key-value store of jax's coordination service; process 1 counts up its key until told
+  to stop, or marks itself finished."""
+
+  def __init__(self):
+    self.store, self.lock = {}, threading.Lock()
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    with self.lock:
+      assert allow_overwrite or key not in self.store
+      self.store[key] = value
+
+  def key_value_try_get(self, key):
+    with self.lock:
+      if key not in self.store:
+        raise jax.errors.JaxRuntimeError(f"NOT_FOUND: {key}")
+      return self.store[key]
+
+
+@pytest.mark.parametrize("peer_ends, reported", [
+    ("stops counting", [[1]]),  # dead or hung: reported
+    ("finishes", []),  # a process that ended its run is never reported
+    ("keeps counting", []),
+])
+def test_peer_watch_reports_a_silent_process_and_no_other(peer_ends, reported, monkeypatch):
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  service = FakeCoordinationService()
+  monkeypatch.setattr(distributed.global_state, "client", service)
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  lines = []
+  monkeypatch.setattr(cluster, "exit_with_failure", lines.append)
+  with cluster.PeerWatch("ckpt", silent_s=0.5, every_s=0.02):
+    for beat in range(150):  # 1.5 s; process 1 alive for the first 0.4 s
+      if beat < 40 or peer_ends == "keeps counting":
+        service.key_value_set("dl_jax/alive/1", str(beat), allow_overwrite=True)
+      elif beat == 40 and peer_ends == "finishes":
+        service.key_value_set("dl_jax/alive/1", "finished", allow_overwrite=True)
+      time.sleep(0.01)
+    silent = [[1]] if lines else []
+  assert silent == reported, lines
+  if lines:
+    assert lines[0] == ("process 0: no sign of life from another process for 0.5 s; process 1 of 2 "
+                        "does not answer (see its log); the checkpoints in ckpt are intact: run "
+                        "the job again to resume from the last one")
 
 
 def test_multihost_without_a_cluster_is_one_error_line_before_any_work(tmp_path):

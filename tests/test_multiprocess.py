@@ -176,14 +176,38 @@ def test_a_killed_process_fails_the_job_within_seconds_naming_it(tmp_path):
   seconds = time.time() - killed
   errors = [line for line in output.splitlines() if line.startswith("error: ")]
   assert procs[0].returncode == 1 and len(errors) == 1, output[-3000:]
-  assert "a collective between processes failed" in errors[0]
-  assert "process 1 of 2 does not answer" in errors[0], errors[0]
+  # A collective failed at once, or the process stopped counting up its key (PeerWatch).
+  assert re.search(r"process 0: (a collective between processes failed|no sign of life from "
+                   r"another process for \d+ s)[^;]*; process 1 of 2 does not answer", errors[0]), \
+      errors[0]
   assert "Traceback" not in output
   print(f"process 0 exited {seconds:.1f} s after process 1 was killed")
   assert seconds < 30  # jax alone waits 100 s for the heartbeat, then aborts
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] >= 16
   restore_here(workdir / "checkpoints" / str(saved[-1]) / "default")
+
+
+def test_a_hung_process_ends_the_job_within_seconds_naming_it(tmp_path):
+  """Process 1 stops (SIGSTOP) without dying: process 0 waits in a collective that never fails,
+  until its PeerWatch sees process 1's key stand still."""
+  workdir = tmp_path / "run"
+  procs = start_processes(workdir)
+  wait_for_checkpoint(procs, workdir, 16)
+  procs[1].send_signal(signal.SIGSTOP)
+  stopped = time.time()
+  try:
+    output = procs[0].communicate(timeout=120)[0]
+  finally:
+    procs[1].kill()
+    procs[1].communicate()
+  seconds = time.time() - stopped
+  errors = [line for line in output.splitlines() if line.startswith("error: ")]
+  assert procs[0].returncode == 1 and len(errors) == 1, output[-3000:]
+  assert errors[0].startswith("error: process 0: no sign of life from another process for 15 s; "
+                              "process 1 of 2 does not answer (see its log)"), errors[0]
+  print(f"process 0 exited {seconds:.1f} s after process 1 stopped")
+  assert 13 <= seconds < 30  # 15 s from the last count process 0 saw, up to 1 s before the stop
 
 
 @pytest.mark.parametrize("task", sorted(engine.TASKS))

@@ -69,6 +69,22 @@ def wait_until(predicate, timeout_s: float, what: str):
     time.sleep(0.2)
 
 
+def training_processes(workdir) -> list[int]:
+  """The job's two python processes (not srun, whose command line is the same)."""
+  pids = [int(p) for p in subprocess.run(["pgrep", "-f", "--", f"--workdir={workdir} --multihost"],
+                                         capture_output=True, text=True).stdout.split()
+          if pathlib.Path(f"/proc/{p}/comm").read_text().strip() != "srun"]
+  assert len(pids) == 2, pids
+  return pids
+
+
+def sigterm_pending(pid: int) -> bool:
+  status = pathlib.Path(f"/proc/{pid}/status").read_text()
+  pending = [int(line.split()[1], 16) for line in status.splitlines()
+             if line.startswith(("SigPnd:", "ShdPnd:"))]
+  return any(mask & (1 << (signal.SIGTERM - 1)) for mask in pending)
+
+
 def job_log(workdir, job: str) -> str:
   return (workdir / "launch" / f"slurm-{job}.out").read_text(errors="replace")
 
@@ -106,7 +122,15 @@ def test_the_time_limit_signal_saves_both_processes_at_one_step_requeues_and_res
   wait_until(lambda: (workdir / "checkpoints" / "16").is_dir(), JOB_TIMEOUT_S, "checkpoint 16")
   shell = cluster.batch_shell_pid(job)
   assert shell, "the batch script's process was not found"
+  # The 32 steps left take about a second, as long as the signal takes to go from the batch
+  # script through scancel and srun: the processes are held still until it has reached both.
+  pids = training_processes(workdir)
+  for pid in pids:
+    os.kill(pid, signal.SIGSTOP)
   os.kill(shell, signal.SIGTERM)  # what --signal=B:TERM@S sends: the batch shell alone
+  wait_until(lambda: all(sigterm_pending(p) for p in pids), 60, "SIGTERM to reach both processes")
+  for pid in pids:
+    os.kill(pid, signal.SIGCONT)
   wait_until(lambda: cluster.job_state(job) == "PENDING", 60, "the job to be requeued")
   # slurmctld holds a requeued job for about two minutes (BeginTime): release it sooner. slurmd
   # revoked the first run's credential (to the second) before the requeue; a new credential made
@@ -131,11 +155,7 @@ def test_a_killed_process_fails_the_job_within_seconds_naming_it(cluster, tmp_pa
   workdir = tmp_path / "run"
   job = submit(cluster, workdir)
   wait_until(lambda: (workdir / "checkpoints" / "16").is_dir(), JOB_TIMEOUT_S, "checkpoint 16")
-  pids = [p for p in subprocess.run(["pgrep", "-f", "--", f"--workdir={workdir} --multihost"],
-                                    capture_output=True, text=True).stdout.split()
-          if pathlib.Path(f"/proc/{p}/comm").read_text().strip() != "srun"]
-  assert len(pids) == 2, pids
-  victim = max(pids, key=int)
+  victim = max(training_processes(workdir))
   rank = re.search(r"SLURM_PROCID=(\d+)", pathlib.Path(f"/proc/{victim}/environ").read_bytes()
                    .replace(b"\0", b"\n").decode(errors="replace")).group(1)
   os.kill(int(victim), signal.SIGKILL)

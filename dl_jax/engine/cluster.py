@@ -16,6 +16,9 @@ and `JAX_PROCESS_ID` (for instance inside SLURM when node names do not resolve).
 
 import dataclasses
 import os
+import sys
+import threading
+import time
 from collections.abc import Mapping
 
 from dl_jax.errors import ConfigError
@@ -145,10 +148,8 @@ def unresponsive_processes(timeout_s: float = 5.0) -> list[int] | None:
   return silent
 
 
-def collective_failure(error: Exception, checkpoints: str) -> str:
-  """The one-line explanation of a collective that failed because another process died."""
+def _failure_line(cause: str, silent: list[int] | None, checkpoints: str) -> str:
   import jax  # pylint: disable=g-import-not-at-top
-  silent = unresponsive_processes()
   plural = bool(silent) and len(silent) > 1
   if silent is None:
     who = "process 0, the coordinator, cannot be reached (see its log)"
@@ -158,7 +159,105 @@ def collective_failure(error: Exception, checkpoints: str) -> str:
            f"{'their logs' if plural else 'its log'})")
   else:
     who = "every process still answers"
+  return (f"process {jax.process_index()}: {cause}; {who}; the checkpoints in {checkpoints} are "
+          "intact: run the job again to resume from the last one")
+
+
+def collective_failure(error: Exception, checkpoints: str) -> str | None:
+  """The one-line explanation of a collective that failed because another process died.
+
+  A collective fails with jax's runtime error, or, inside orbax's barrier over gloo, with a
+  ValueError; None where `error` is not a runtime error and every process still answers (then
+  it is some other error)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  silent = unresponsive_processes()
+  if silent == [] and not isinstance(error, jax.errors.JaxRuntimeError):
+    return None
   reason = str(error).splitlines()[0][:200]
-  return (f"process {jax.process_index()}: a collective between processes failed ({reason}); "
-          f"{who} (see its log); the checkpoints in {checkpoints} are intact: run the job again "
-          "to resume from the last one")
+  return _failure_line(f"a collective between processes failed ({reason})", silent, checkpoints)
+
+
+_REPORTED = threading.Lock()
+
+
+def exit_with_failure(message: str) -> None:
+  """Prints the one error line of a failed multi-process run and ends the process at once: jax's
+  shutdown would wait for a dead process's heartbeat to time out (100 s) and then abort. Where
+  another thread is already reporting, waits for it to end the process."""
+  if not _REPORTED.acquire(blocking=False):
+    while True:
+      time.sleep(60)
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
+
+
+class PeerWatch:
+  """Every process of a run counts up a key in the coordination service each `every_s`, and
+  watches the others' keys: a process whose key has not moved for `silent_s` has died or hangs,
+  and the run ends with one error line naming it. Collectives over the processes' own connections
+  (gloo) fail at once when a process dies, but orbax's checkpoint barriers wait in the
+  coordination service, which notices a dead process only at its heartbeat timeout (100 s) and
+  then aborts every process. `finish()` marks a process that ended its run."""
+
+  def __init__(self, checkpoints: str, silent_s: float = 15.0, every_s: float = 1.0):
+    self._checkpoints, self._silent_s, self._every_s = checkpoints, silent_s, every_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._watch, name="dl_jax-peer-watch", daemon=True)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+
+  def finish(self) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    self._stop.set()
+    self._thread.join()
+    try:
+      distributed.global_state.client.key_value_set(
+          f"dl_jax/alive/{jax.process_index()}", "finished", allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  (the others may already have ended)
+      pass
+
+  def _watch(self) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    client = distributed.global_state.client
+    me = jax.process_index()
+    others = [i for i in range(jax.process_count()) if i != me]
+    now = time.monotonic()
+    service_answered, moved, last = now, {i: now for i in others}, {}
+    beat = 0
+    while not self._stop.wait(self._every_s):
+      beat += 1
+      now = time.monotonic()
+      try:
+        client.key_value_set(f"dl_jax/alive/{me}", str(beat), allow_overwrite=True)
+        service_answered = now
+      except Exception:  # pylint: disable=broad-except  (the service is gone, for now)
+        if now - service_answered > self._silent_s:
+          self._report(None)
+        continue
+      for i in others:
+        try:
+          value = client.key_value_try_get(f"dl_jax/alive/{i}")
+        except Exception:  # pylint: disable=broad-except  (not yet written)
+          value = None
+        if value != last.get(i):
+          last[i], moved[i] = value, now
+      silent = [i for i in others
+                if last.get(i) != "finished" and now - moved[i] > self._silent_s]
+      if silent:
+        self._report(silent)
+
+  def _report(self, silent: list[int] | None) -> None:
+    if self._stop.is_set():
+      return
+    exit_with_failure(_failure_line(
+        f"no sign of life from another process for {self._silent_s:g} s", silent,
+        self._checkpoints))
