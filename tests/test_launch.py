@@ -288,7 +288,8 @@ GLOO_RESET = ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read erro
                       " failed"),  # gloo inside orbax's barrier: a ValueError
     (GLOO_RESET, None, "process 0, the coordinator, cannot be reached"),
     (jax.errors.JaxRuntimeError("INTERNAL: all-reduce failed"), [], "every process still answers"),
-    (ValueError("a shape mismatch"), [], None),  # every process answers: some other error
+    (ValueError("a shape mismatch"), [], None),  # not a collective's error: raised as it is
+    (OSError("No space left on device"), [1], None),  # even where another process waits
 ])
 def test_a_collective_failure_is_told_apart_from_other_errors(error, silent, expected,
                                                               monkeypatch):
@@ -303,8 +304,7 @@ def test_a_collective_failure_is_told_apart_from_other_errors(error, silent, exp
 
 
 class FakeCoordinationService:
-  """The key-value store of jax's coordination service; process 1 counts up its key until told
-  to stop, or marks itself finished."""
+  """The key-value store of jax's coordination service."""
 
   def __init__(self):
     self.store, self.lock = {}, threading.Lock()
@@ -314,39 +314,43 @@ class FakeCoordinationService:
       assert allow_overwrite or key not in self.store
       self.store[key] = value
 
-  def key_value_try_get(self, key):
+  def key_value_dir_get(self, prefix):
     with self.lock:
-      if key not in self.store:
-        raise jax.errors.JaxRuntimeError(f"NOT_FOUND: {key}")
-      return self.store[key]
+      return [(k, v) for k, v in self.store.items() if k.startswith(prefix)]
 
 
-@pytest.mark.parametrize("peer_ends, reported", [
-    ("stops counting", [[1]]),  # dead or hung: reported
-    ("finishes", []),  # a process that ended its run is never reported
-    ("keeps counting", []),
-])
-def test_peer_watch_reports_a_silent_process_and_no_other(peer_ends, reported, monkeypatch):
+@pytest.mark.parametrize("peer", ["stops counting", "finishes", "keeps counting"])
+def test_peer_watch_reports_a_silent_process_and_no_other(peer, monkeypatch):
+  """Process 1 counts up its key for 0.5 s, then stops (dead or hung: reported, no sooner than
+  `silent_s` later), marks its run finished (never reported), or goes on counting."""
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   service = FakeCoordinationService()
   monkeypatch.setattr(distributed.global_state, "client", service)
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  lines = []
-  monkeypatch.setattr(cluster, "exit_with_failure", lines.append)
-  with cluster.PeerWatch("ckpt", silent_s=0.5, every_s=0.02):
-    for beat in range(150):  # 1.5 s; process 1 alive for the first 0.4 s
-      if beat < 40 or peer_ends == "keeps counting":
-        service.key_value_set("dl_jax/alive/1", str(beat), allow_overwrite=True)
-      elif beat == 40 and peer_ends == "finishes":
-        service.key_value_set("dl_jax/alive/1", "finished", allow_overwrite=True)
+  reports = []
+  monkeypatch.setattr(cluster, "exit_with_failure",
+                      lambda line: reports.append((time.monotonic(), line)))
+  silent_s, every_s = 1.0, 0.05
+  with cluster.PeerWatch("ckpt", silent_s=silent_s, every_s=every_s) as watch:
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:
+      if time.monotonic() - start < 0.5 or peer == "keeps counting":
+        service.key_value_set("dl_jax/alive/1", str(time.monotonic()), allow_overwrite=True)
+        last_count = time.monotonic()
+      elif peer == "finishes":
+        service.key_value_set("dl_jax/finished/1", "1", allow_overwrite=True)
       time.sleep(0.01)
-    silent = [[1]] if lines else []
-  assert silent == reported, lines
-  if lines:
-    assert lines[0] == ("process 0: no sign of life from another process for 0.5 s; process 1 of 2 "
-                        "does not answer (see its log); the checkpoints in ckpt are intact: run "
-                        "the job again to resume from the last one")
+    watch.stop()
+  if peer != "stops counting":
+    assert not reports, reports
+    return
+  assert reports, "a process that stopped counting was not reported"
+  first, line = reports[0]
+  assert first - last_count >= silent_s - every_s, first - last_count
+  assert line == ("process 0: no sign of life from another process for 1 s; process 1 of 2 does "
+                  "not answer (see its log); the checkpoints in ckpt are intact: run the job "
+                  "again to resume from the last one")
 
 
 def test_multihost_without_a_cluster_is_one_error_line_before_any_work(tmp_path):

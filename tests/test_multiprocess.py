@@ -177,9 +177,9 @@ def test_a_killed_process_fails_the_job_within_seconds_naming_it(tmp_path):
   errors = [line for line in output.splitlines() if line.startswith("error: ")]
   assert procs[0].returncode == 1 and len(errors) == 1, output[-3000:]
   # A collective failed at once, or the process stopped counting up its key (PeerWatch).
-  assert re.search(r"process 0: (a collective between processes failed|no sign of life from "
-                   r"another process for \d+ s)[^;]*; process 1 of 2 does not answer", errors[0]), \
-      errors[0]
+  assert errors[0].startswith(("error: process 0: a collective between processes failed",
+                               "error: process 0: no sign of life from another process")), errors[0]
+  assert "; process 1 of 2 does not answer (see its log);" in errors[0], errors[0]
   assert "Traceback" not in output
   print(f"process 0 exited {seconds:.1f} s after process 1 was killed")
   assert seconds < 30  # jax alone waits 100 s for the heartbeat, then aborts

@@ -128,7 +128,7 @@ def test_the_time_limit_signal_saves_both_processes_at_one_step_requeues_and_res
   for pid in pids:
     os.kill(pid, signal.SIGSTOP)
   os.kill(shell, signal.SIGTERM)  # what --signal=B:TERM@S sends: the batch shell alone
-  wait_until(lambda: all(sigterm_pending(p) for p in pids), 60, "SIGTERM to reach both processes")
+  wait_until(lambda: all(sigterm_pending(p) for p in pids), 20, "SIGTERM to reach both processes")
   for pid in pids:
     os.kill(pid, signal.SIGCONT)
   wait_until(lambda: cluster.job_state(job) == "PENDING", 60, "the job to be requeued")

@@ -129,9 +129,9 @@ def initialize(environ: Mapping[str, str] | None = None) -> Cluster:
 
 
 def unresponsive_processes(timeout_s: float = 5.0) -> list[int] | None:
-  """After a collective between processes failed: the processes that do not answer through the
-  coordination service within `timeout_s` (dead ones), or None where the coordination service
-  itself (process 0's) cannot be reached."""
+  """After a collective between processes failed (in every process, where one died): the
+  processes that do not answer through the coordination service within `timeout_s`, or None
+  where the coordination service itself (process 0's) cannot be reached."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   client = distributed.global_state.client
@@ -163,18 +163,23 @@ def _failure_line(cause: str, silent: list[int] | None, checkpoints: str) -> str
           "intact: run the job again to resume from the last one")
 
 
-def collective_failure(error: Exception, checkpoints: str) -> str | None:
-  """The one-line explanation of a collective that failed because another process died.
-
-  A collective fails with jax's runtime error, or, inside orbax's barrier over gloo, with a
-  ValueError; None where `error` is not a runtime error and every process still answers (then
-  it is some other error)."""
+def is_collective_error(error: BaseException) -> bool:
+  """Whether `error` (or the error it was raised from) is how a collective between processes
+  fails: jax's runtime error, or, inside orbax's barrier over gloo, a ValueError naming gloo."""
   import jax  # pylint: disable=g-import-not-at-top
-  silent = unresponsive_processes()
-  if silent == [] and not isinstance(error, jax.errors.JaxRuntimeError):
+  chain = [e for e in (error, error.__cause__, error.__context__) if e is not None]
+  return any(isinstance(e, jax.errors.JaxRuntimeError) or "gloo" in str(e).lower()
+             or "connection reset by peer" in str(e).lower() for e in chain)
+
+
+def collective_failure(error: Exception, checkpoints: str) -> str | None:
+  """The one-line explanation of a collective that failed because another process died; None
+  where `error` is not a collective's (then the caller raises it as it is)."""
+  if not is_collective_error(error):
     return None
-  reason = str(error).splitlines()[0][:200]
-  return _failure_line(f"a collective between processes failed ({reason})", silent, checkpoints)
+  reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+  return _failure_line(f"a collective between processes failed ({reason})",
+                       unresponsive_processes(), checkpoints)
 
 
 _REPORTED = threading.Lock()
@@ -194,70 +199,82 @@ def exit_with_failure(message: str) -> None:
 
 
 class PeerWatch:
-  """Every process of a run counts up a key in the coordination service each `every_s`, and
-  watches the others' keys: a process whose key has not moved for `silent_s` has died or hangs,
-  and the run ends with one error line naming it. Collectives over the processes' own connections
-  (gloo) fail at once when a process dies, but orbax's checkpoint barriers wait in the
-  coordination service, which notices a dead process only at its heartbeat timeout (100 s) and
-  then aborts every process. `finish()` marks a process that ended its run."""
+  """Ends a multi-process run, in one error line, once another process has shown no sign of life
+  for `silent_s`: dead, or hung. A thread counts up this process's key in the coordination
+  service every `every_s` and reads the others'; a second thread, which never waits on the
+  network, judges, so that a coordinator that stops answering is caught too.
+
+  `finish()` marks a process that ended its run; watching goes on until the process exits.
+  """
 
   def __init__(self, checkpoints: str, silent_s: float = 15.0, every_s: float = 1.0):
     self._checkpoints, self._silent_s, self._every_s = checkpoints, silent_s, every_s
     self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._watch, name="dl_jax-peer-watch", daemon=True)
+    self._lock = threading.Lock()
+    self._seen: dict[int, float] = {}  # process -> when its count last moved (monotonic)
+    self._service_answered = time.monotonic()
+    self._threads = [threading.Thread(target=f, name=f"dl_jax-peer-watch-{f.__name__}",
+                                      daemon=True) for f in (self._count, self._judge)]
 
   def __enter__(self):
-    self._thread.start()
+    import jax  # pylint: disable=g-import-not-at-top
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    self._client = distributed.global_state.client
+    self._me, now = jax.process_index(), time.monotonic()
+    self._seen = {i: now for i in range(jax.process_count()) if i != self._me}
+    for thread in self._threads:
+      thread.start()
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, exc_type, *exc):
+    if exc_type is not None:  # the caller reports; a finished run is watched to the end
+      self.stop()
+
+  def stop(self) -> None:
     self._stop.set()
+    for thread in self._threads:
+      thread.join(timeout=2 * self._every_s)
 
   def finish(self) -> None:
-    import jax  # pylint: disable=g-import-not-at-top
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top
-    self._stop.set()
-    self._thread.join()
+    """Marks this process's run as ended (the others stop watching it)."""
     try:
-      distributed.global_state.client.key_value_set(
-          f"dl_jax/alive/{jax.process_index()}", "finished", allow_overwrite=True)
-    except Exception:  # pylint: disable=broad-except  (the others may already have ended)
+      self._client.key_value_set(f"dl_jax/finished/{self._me}", "1", allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  (the coordinator may already have ended)
       pass
 
-  def _watch(self) -> None:
-    import jax  # pylint: disable=g-import-not-at-top
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top
-    client = distributed.global_state.client
-    me = jax.process_index()
-    others = [i for i in range(jax.process_count()) if i != me]
-    now = time.monotonic()
-    service_answered, moved, last = now, {i: now for i in others}, {}
+  def _count(self) -> None:
+    last: dict[int, str] = {}
     beat = 0
     while not self._stop.wait(self._every_s):
       beat += 1
-      now = time.monotonic()
       try:
-        client.key_value_set(f"dl_jax/alive/{me}", str(beat), allow_overwrite=True)
-        service_answered = now
-      except Exception:  # pylint: disable=broad-except  (the service is gone, for now)
-        if now - service_answered > self._silent_s:
-          self._report(None)
+        self._client.key_value_set(f"dl_jax/alive/{self._me}", str(beat), allow_overwrite=True)
+        entries = dict(self._client.key_value_dir_get("dl_jax/"))
+      except Exception:  # pylint: disable=broad-except  (the service does not answer, for now)
         continue
-      for i in others:
-        try:
-          value = client.key_value_try_get(f"dl_jax/alive/{i}")
-        except Exception:  # pylint: disable=broad-except  (not yet written)
-          value = None
-        if value != last.get(i):
-          last[i], moved[i] = value, now
-      silent = [i for i in others
-                if last.get(i) != "finished" and now - moved[i] > self._silent_s]
-      if silent:
-        self._report(silent)
+      now = time.monotonic()
+      with self._lock:
+        self._service_answered = now
+        for i in self._seen:
+          alive = entries.get(f"dl_jax/alive/{i}")
+          if f"dl_jax/finished/{i}" in entries or (alive is not None and alive != last.get(i)):
+            self._seen[i] = now if f"dl_jax/finished/{i}" not in entries else float("inf")
+          if alive is not None:
+            last[i] = alive
 
-  def _report(self, silent: list[int] | None) -> None:
-    if self._stop.is_set():
-      return
-    exit_with_failure(_failure_line(
-        f"no sign of life from another process for {self._silent_s:g} s", silent,
-        self._checkpoints))
+  def _judge(self) -> None:
+    previous = time.monotonic()
+    while not self._stop.wait(self._every_s):
+      now = time.monotonic()
+      with self._lock:
+        if now - previous > 3 * self._every_s:
+          # This process itself was held still (SIGSTOP, a suspended job): start afresh.
+          self._service_answered = now
+          self._seen = {i: max(t, now) for i, t in self._seen.items()}
+        previous = now
+        silent = [i for i, t in self._seen.items() if now - t > self._silent_s]
+        unreachable = now - self._service_answered > self._silent_s
+      if (silent or unreachable) and not self._stop.is_set():
+        exit_with_failure(_failure_line(
+            f"no sign of life from another process for {self._silent_s:g} s",
+            None if unreachable else silent, self._checkpoints))

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dl_jax.engine import cluster
 from dl_jax.errors import CheckpointError
 
 RUN_MARKER = "run_config.json"
@@ -86,6 +87,8 @@ class Checkpointer:
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises many types for unreadable or mismatched checkpoints
+      if jax.process_count() > 1 and cluster.is_collective_error(e):
+        raise  # another process died: not the checkpoint's fault (experiments/main.py)
       reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
       raise CheckpointError(
           f"checkpoint {str(self.directory / str(step))!r} cannot be restored ({reason}); it was "
