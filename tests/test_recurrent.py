@@ -316,6 +316,29 @@ def test_lstm_forget_gate_bias_starts_at_one():
   np.testing.assert_array_equal(bias, np.array([0, 1, 0, 0])[:, None] * np.ones(HIDDEN))
 
 
+def test_lstm_chrono_initialization_spreads_memory_time_scales_over_the_sequence():
+  """Tallec & Ollivier (2018): b_f = log U[1, T - 1], b_i = -b_f; so the initial memory time
+  scale 1 / (1 - sigma(b_f)) = 1 + u of each unit lies in [2, T], drawn from the key."""
+  steps, hidden = 784, 256
+  cell = recurrent.LSTMCell(hidden, chrono_steps=steps)
+  init = lambda seed: np.asarray(cell.init(jax.random.PRNGKey(seed),
+                                           recurrent.zero_carry("lstm", (1,), hidden),
+                                           jnp.zeros((1, 1)))["params"]["bias"])
+  i, f, g, o = init(0).reshape(4, hidden)
+  np.testing.assert_array_equal(i, -f)
+  np.testing.assert_array_equal(np.concatenate([g, o]), 0)
+  time_scale = 1 / (1 - jax.nn.sigmoid(f.astype(np.float64)))
+  assert 2 - 1e-3 <= time_scale.min() and time_scale.max() <= steps + 1e-3
+  assert np.median(time_scale) > 100  # spread over the sequence, not all at 3.7 steps (b_f = 1)
+  np.testing.assert_array_equal(init(0), init(0))
+  assert not np.array_equal(init(0), init(1))
+  # The layer takes T from its inputs: a 28-step sequence gets time scales up to 28.
+  layer = recurrent.RecurrentEncoder("lstm", hidden, chrono=True)
+  bias = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 1)))["params"]["layer0"]["bias"]
+  time_scale = 1 / (1 - jax.nn.sigmoid(np.asarray(bias, np.float64).reshape(4, hidden)[1]))
+  assert 2 - 1e-3 <= time_scale.min() and 20 < time_scale.max() <= 28 + 1e-3
+
+
 def test_sequences_from_images():
   images = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28, 1)
   rows = seq.to_sequences(images, "rows")
@@ -343,6 +366,11 @@ def config(**overrides) -> ml_collections.ConfigDict:
     ({"model_kwargs": {"num_classes": 5}}, "model_kwargs.num_classes=5"),
     ({"model_kwargs": {"hidden": 0}}, "model_kwargs.hidden=0 must be an integer >= 1"),
     ({"model_kwargs": {"num_layers": "two"}}, "model 'gru_classifier': model_kwargs.num_layers"),
+    ({"model": "lstm_classifier", "model_kwargs": {"chrono": 1}},
+     "model 'lstm_classifier': model_kwargs.chrono=1 (type int) has the wrong type; accepted: "
+     "a bool"),
+    ({"model_kwargs": {"chrono": True}}, "model 'gru_classifier' has no hyper-parameter "
+     "'chrono'"),
 ])
 def test_bad_values_are_one_error_line(overrides, message):
   with pytest.raises(ConfigError) as info:

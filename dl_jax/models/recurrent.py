@@ -28,12 +28,14 @@ class SequenceClassifier(nn.Module):
   num_classes: int = 10
   forget_bias: float = 1.0  # LSTM: initial bias of the forget gate (the others have none)
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
+  chrono: bool = False  # LSTM: the chrono initialization of its gate biases (Tallec & Ollivier)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     del train
     _, summary = RecurrentEncoder(self.cell, self.hidden, self.num_layers, self.bidirectional,
-                                  self.forget_bias, self.dtype, name="encoder")(x)
+                                  self.forget_bias, self.dtype, self.chrono,
+                                  name="encoder")(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
                     name="classifier")(summary)
 
@@ -54,19 +56,20 @@ def _count(gates: int, hidden: int, features: int = 1, classes: int = 10) -> int
 SPECS = (
     ModelSpec(
         name="rnn_classifier", family="sequence",
-        factory=functools.partial(SequenceClassifier, cell="elman", forget_bias=0.0),
+        factory=functools.partial(SequenceClassifier, cell="elman", forget_bias=0.0,
+                                chrono=False),
         defaults=_defaults(260),
         param_count=_count(1, 260),
         description="Elman RNN (260 units) on a sequence, dense logits; course section 1.5"),
     ModelSpec(
         name="lstm_classifier", family="sequence",
         factory=functools.partial(SequenceClassifier, cell="lstm"),
-        defaults=_defaults(130, forget_bias=1.0),
+        defaults=_defaults(130, forget_bias=1.0, chrono=False),
         param_count=_count(4, 130),
         description="LSTM (130 units) on a sequence, dense logits; course section 1.5"),
     ModelSpec(
         name="gru_classifier", family="sequence",
-        factory=functools.partial(SequenceClassifier, cell="gru", forget_bias=0.0),
+        factory=functools.partial(SequenceClassifier, cell="gru", forget_bias=0.0, chrono=False),
         defaults=_defaults(150),
         param_count=_count(3, 150),
         description="GRU (150 units) on a sequence, dense logits; course section 1.5"),

@@ -47,24 +47,37 @@ def _per_gate(init, gates: int):
   return initializer
 
 
-def _bias_init(cell: str, features: int, forget_bias: float):
+def _bias_init(cell: str, features: int, forget_bias: float, chrono_steps: int = 0):
   """Zeros, but the LSTM forget gate's block: `forget_bias` (Gers et al. 2000; Jozefowicz et al.
-  2015 recommend 1, so that the cell remembers by default at the start of training)."""
+  2015 recommend 1, so that the cell remembers by default at the start of training).
+
+  `chrono_steps` T > 0 replaces it by the chrono initialization of Tallec & Ollivier (2018), "Can
+  recurrent neural networks warp time?": per unit b_f = log(u), u ~ U[1, T - 1], and b_i = -b_f,
+  so that the units' initial memory time scales 1 / (1 - sigma(b_f)) = 1 + u spread over the
+  sequence's length instead of all near 1 / (1 - sigma(1)) = 3.7 steps."""
   def initializer(key, shape, dtype=jnp.float32):
-    del key
     bias = jnp.zeros(shape, dtype)
-    return bias.at[features:2 * features].set(forget_bias) if cell == "lstm" else bias
+    if cell != "lstm":
+      return bias
+    if chrono_steps:
+      forget = jnp.log(jax.random.uniform(key, (features,), dtype, 1.0, chrono_steps - 1.0))
+      return bias.at[:features].set(-forget).at[features:2 * features].set(forget)
+    return bias.at[features:2 * features].set(forget_bias)
   return initializer
 
 
 def cell_parameters(module: nn.Module, cell: str, in_features: int, features: int,
-                    forget_bias: float = 1.0) -> dict:
+                    forget_bias: float = 1.0, chrono_steps: int = 0) -> dict:
   """The float32 parameters of `cell` declared in `module` (call inside its compact method):
-  lecun-normal input kernels, orthogonal recurrent kernels (each gate's block), zero biases."""
+  lecun-normal input kernels, orthogonal recurrent kernels (each gate's block), zero biases but
+  the LSTM's (see `_bias_init`)."""
   if cell not in CELLS:
     raise ValueError(f"unknown cell {cell!r}; accepted: {', '.join(CELLS)}")
   if features < 1:
     raise ValueError(f"a recurrent layer needs at least one unit, not {features}")
+  if chrono_steps != 0 and (cell != "lstm" or chrono_steps < 3):
+    raise ValueError(f"chrono_steps={chrono_steps}: the chrono initialization is for the LSTM "
+                     "only, on sequences of at least 3 steps (0: off)")
   gates = GATES[cell]
   params = {
       "input_kernel": module.param("input_kernel", _per_gate(nn.initializers.lecun_normal(),
@@ -73,7 +86,7 @@ def cell_parameters(module: nn.Module, cell: str, in_features: int, features: in
       "recurrent_kernel": module.param("recurrent_kernel",
                                        _per_gate(nn.initializers.orthogonal(), gates),
                                        (features, gates * features), jnp.float32),
-      "bias": module.param("bias", _bias_init(cell, features, forget_bias),
+      "bias": module.param("bias", _bias_init(cell, features, forget_bias, chrono_steps),
                            (gates * features,), jnp.float32),
   }
   if cell == "gru":
@@ -151,13 +164,13 @@ class _Cell(nn.Module):
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
   cell: ClassVar[str] = ""
 
-  def _forget_bias(self) -> float:
-    return 0.0
+  def _bias_options(self) -> dict:
+    return {"forget_bias": 0.0}
 
   @nn.compact
   def __call__(self, carry, inputs: jax.Array):
     params = cell_parameters(self, self.cell, inputs.shape[-1], self.features,
-                             self._forget_bias())
+                             **self._bias_options())
     dtype = compute_dtype(self.dtype, inputs)
     return STEPS[self.cell](params, carry, input_terms(params, inputs, dtype), dtype)
 
@@ -179,10 +192,11 @@ class ElmanCell(_Cell):
 class LSTMCell(_Cell):
   """The LSTM cell; see `lstm_step`."""
   forget_bias: float = 1.0  # initial bias of the forget gate
+  chrono_steps: int = 0  # > 0: chrono initialization for sequences of this length instead
   cell: ClassVar[str] = "lstm"
 
-  def _forget_bias(self) -> float:
-    return self.forget_bias
+  def _bias_options(self) -> dict:
+    return {"forget_bias": self.forget_bias, "chrono_steps": self.chrono_steps}
 
 
 class GRUCell(_Cell):
@@ -200,13 +214,16 @@ class Recurrent(nn.Module):
   features: int = 128
   reverse: bool = False
   forget_bias: float = 1.0  # LSTM only
+  chrono: bool = False  # LSTM only: chrono initialization for the inputs' length (`_bias_init`)
   dtype: Any = None  # compute dtype (None: from inputs and parameters); parameters float32
   bptt: str = "auto"
 
   @nn.compact
   def __call__(self, inputs: jax.Array, carry=None):
+    lstm = self.cell == "lstm"
     params = cell_parameters(self, self.cell, inputs.shape[-1], self.features,
-                             self.forget_bias if self.cell == "lstm" else 0.0)
+                             self.forget_bias if lstm else 0.0,
+                             inputs.shape[-2] if lstm and self.chrono else 0)
     dtype = compute_dtype(self.dtype, inputs)
     if carry is None:
       carry = zero_carry(self.cell, inputs.shape[:1], self.features, dtype)
@@ -236,13 +253,14 @@ class RecurrentEncoder(nn.Module):
   bidirectional: bool = False
   forget_bias: float = 1.0
   dtype: Any = None
+  chrono: bool = False
 
   @nn.compact
   def __call__(self, inputs: jax.Array):
     if self.num_layers < 1:
       raise ValueError(f"num_layers={self.num_layers} must be at least 1")
     layer = functools.partial(Recurrent, self.cell, self.features, forget_bias=self.forget_bias,
-                              dtype=self.dtype)
+                              chrono=self.chrono, dtype=self.dtype)
     x = inputs
     for i in range(self.num_layers):
       if self.bidirectional:

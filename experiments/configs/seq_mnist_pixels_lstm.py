@@ -2,12 +2,18 @@
 pixel in raster order, 784 steps of 1 pixel.
 
   ./launch.sh seq_mnist_pixels_lstm  # CPU default, partial
-  ./launch.sh seq_mnist_pixels_lstm --config.train_subset=0 --config.num_epochs=50  # full run
+  ./launch.sh seq_mnist_pixels_lstm --config.train_subset=0 --config.num_epochs=20  # full run
 
 Bai et al. (2018), table 1, at about 70k parameters: sequential MNIST, LSTM 87.2 % test accuracy.
 784 sequential steps are slow on CPU (about 0.65 s a step of 128 on 2 cores): the default
 trains one epoch on 32,000 of the training images (250 steps, a few minutes), far from
 convergence, to show the pipeline end to end; the benchmark needs the full run, on all 55,000.
+
+The gate biases start with the chrono initialization of Tallec & Ollivier (2018)
+(`model_kwargs.chrono`: forget-gate biases log U[1, 783], input-gate biases their negatives):
+with the forget bias 1 of Gers et al. (`--config.model_kwargs.chrono=False`) every unit forgets
+within a few steps at the start, and the 1-epoch default stays on the loss plateau of 2.30
+(test accuracy 12.05 %, against 69.12 % with the chrono initialization).
 """
 
 from experiments.configs import base
@@ -17,4 +23,5 @@ def get_config():
   config = base.sequence_config("seq_mnist_pixels_lstm", "lstm_classifier", "pixels")
   config.num_epochs = 1
   config.train_subset = 32000
+  config.model_kwargs.chrono = True
   return config
