@@ -316,6 +316,12 @@ def test_lstm_forget_gate_bias_starts_at_one():
   np.testing.assert_array_equal(bias, np.array([0, 1, 0, 0])[:, None] * np.ones(HIDDEN))
 
 
+def memory_time_scales(lstm_bias, hidden: int) -> np.ndarray:
+  """1 / (1 - sigma(b_f)) per unit: the steps over which a unit's cell state decays at the start."""
+  forget = np.asarray(lstm_bias, np.float64).reshape(4, hidden)[1]
+  return 1 / (1 - jax.nn.sigmoid(forget))
+
+
 def test_lstm_chrono_initialization_spreads_memory_time_scales_over_the_sequence():
   """Tallec & Ollivier (2018): b_f = log U[1, T - 1], b_i = -b_f; so the initial memory time
   scale 1 / (1 - sigma(b_f)) = 1 + u of each unit lies in [2, T], drawn from the key."""
@@ -324,18 +330,19 @@ def test_lstm_chrono_initialization_spreads_memory_time_scales_over_the_sequence
   init = lambda seed: np.asarray(cell.init(jax.random.PRNGKey(seed),
                                            recurrent.zero_carry("lstm", (1,), hidden),
                                            jnp.zeros((1, 1)))["params"]["bias"])
-  i, f, g, o = init(0).reshape(4, hidden)
+  bias = init(0)
+  i, f, g, o = bias.reshape(4, hidden)
   np.testing.assert_array_equal(i, -f)
   np.testing.assert_array_equal(np.concatenate([g, o]), 0)
-  time_scale = 1 / (1 - jax.nn.sigmoid(f.astype(np.float64)))
+  time_scale = memory_time_scales(bias, hidden)
   assert 2 - 1e-3 <= time_scale.min() and time_scale.max() <= steps + 1e-3
   assert np.median(time_scale) > 100  # spread over the sequence, not all at 3.7 steps (b_f = 1)
-  np.testing.assert_array_equal(init(0), init(0))
-  assert not np.array_equal(init(0), init(1))
+  np.testing.assert_array_equal(init(0), bias)
+  assert not np.array_equal(init(1), bias)
   # The layer takes T from its inputs: a 28-step sequence gets time scales up to 28.
   layer = recurrent.RecurrentEncoder("lstm", hidden, chrono=True)
   bias = layer.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 1)))["params"]["layer0"]["bias"]
-  time_scale = 1 / (1 - jax.nn.sigmoid(np.asarray(bias, np.float64).reshape(4, hidden)[1]))
+  time_scale = memory_time_scales(bias, hidden)
   assert 2 - 1e-3 <= time_scale.min() and 20 < time_scale.max() <= 28 + 1e-3
 
 
