@@ -1,0 +1,166 @@
+"""The README's experiment commands run as written: every `./launch.sh <experiment> [flags]` in it,
+in code blocks and inline, names an experiment whose config takes its overrides and passes the
+engine's and the task's checks (nothing is loaded or trained)."""
+
+import pathlib
+import re
+import shlex
+
+import pytest
+
+from dl_jax import engine
+from dl_jax.errors import DlJaxError
+from experiments import main, overrides
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# launch.sh's own subcommands; everything else after ./launch.sh is an experiment
+SUBCOMMANDS = {"test", "bench", "setup", "list", "lock", "slurm", "tpu", "gke", "help"}
+# main.py's flags besides the config's
+MAIN_FLAGS = {"--workdir", "--multihost", "--nomultihost", "--compilation_cache", "--show_config",
+              "--show-config"}
+EXPERIMENTS = sorted({p.stem for p in (ROOT / "experiments" / "configs").glob("*.py")}
+                     - {"base", "__init__"})
+ELLIPSIS = "..."  # "[--config.x=N] ..." in usage lines: not a command
+
+
+def code_texts(markdown: str) -> list[str]:
+  """Fenced and indented code blocks, continuation lines joined, one command per line; and inline
+  code spans, which may wrap over lines."""
+  texts, fenced = [], False
+  lines = markdown.splitlines()
+  for line in lines:
+    if line.startswith("```"):
+      fenced = not fenced
+      continue
+    if fenced or line.startswith("    "):
+      texts.append(line)
+  prose = "\n".join(line for line in _outside_fences(lines) if not line.startswith("    "))
+  texts += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+  joined = "\n".join(texts)
+  return re.sub(r"\\\n\s*", " ", joined).splitlines()
+
+
+def _outside_fences(lines):
+  fenced = False
+  for line in lines:
+    if line.startswith("```"):
+      fenced = not fenced
+    elif not fenced:
+      yield line
+
+
+SHELL_OPERATORS = {";", "&&", "||", "|", "&", "2>&1"}
+
+
+def _arguments(command: str) -> list[str] | None:
+  """The words of `./launch.sh <command>` up to a comment or a shell operator; None where it is
+  not an experiment's command (a subcommand, a usage line with placeholders, prose)."""
+  try:
+    words = shlex.split(command, comments=True)
+  except ValueError:  # an unbalanced quote: part of a longer sentence in prose
+    return None
+  args = []
+  for word in words:
+    if word in SHELL_OPERATORS or word.startswith(">"):
+      break
+    args.append(word)
+  if (not args or not re.fullmatch(r"[a-z0-9_]+", args[0]) or args[0] in SUBCOMMANDS
+      or any(w == ELLIPSIS or "<" in w or w.startswith("[") for w in args)):
+    return None
+  return args
+
+
+def launch_commands(markdown: str) -> list[tuple[str, list[str]]]:
+  """(experiment, arguments) of each distinct `./launch.sh <experiment> ...` in `markdown`, and of
+  each code span `<experiment> --flag ...` (the tables' short form of the same command)."""
+  found = {}
+  for text in code_texts(markdown):
+    commands = [m.group(1) for m in re.finditer(r"(?:^|[\s(])\./launch\.sh\s+(.*)", text)]
+    if re.match(rf"({'|'.join(EXPERIMENTS)}) --", text):
+      commands.append(text)
+    for command in commands:
+      args = _arguments(command)
+      if args is not None:
+        found.setdefault(" ".join(args), (args[0], args[1:]))
+  return sorted(found.values())
+
+
+def documented_errors(markdown: str) -> list[tuple[str, list[str], str]]:
+  """(experiment, arguments, error line) of each `$ ./launch.sh ...` in a code block followed by
+  the `error: ...` line it prints."""
+  lines = markdown.splitlines()
+  pairs = []
+  for line, after in zip(lines, lines[1:]):
+    if line.startswith("$ ./launch.sh ") and after.startswith("error: "):
+      args = _arguments(line[len("$ ./launch.sh "):])
+      if args is not None:
+        pairs.append((args[0], args[1:], after))
+  return pairs
+
+
+README = (ROOT / "README.md").read_text()
+ERRORS = documented_errors(README)
+COMMANDS = [c for c in launch_commands(README) if c not in [(n, a) for n, a, _ in ERRORS]]
+
+
+def test_the_readme_has_experiment_commands_and_names_every_config():
+  """The parser finds them (a parser that finds none would pass every command vacuously) and the
+  documented errors, and every shipped experiment is named in the README's code."""
+  assert len(COMMANDS) > 50 and len(ERRORS) >= 3, (COMMANDS, ERRORS)
+  code = "\n".join(code_texts(README))
+  missing = [name for name in EXPERIMENTS if not re.search(rf"\b{name}\b", code)]
+  assert not missing, f"experiments the README does not name: {missing}"
+
+
+def check_command(name: str, args: list[str]) -> None:
+  """Raises AssertionError naming the command where `./launch.sh name args` would stop with an
+  error before loading anything."""
+  path = ROOT / "experiments" / "configs" / f"{name}.py"
+  assert path.is_file(), f"./launch.sh {name}: no experiments/configs/{name}.py"
+  config_path, config_overrides, rest = overrides.split_argv(["main", f"--config={path}", *args])
+  unknown = [a for a in rest[1:] if a.partition("=")[0] not in MAIN_FLAGS]
+  assert not unknown, f"./launch.sh {name}: unknown flags {unknown}"
+  try:
+    config = main.resolve_config(config_path, config_overrides)
+    engine.validate(config)
+  except DlJaxError as e:
+    raise AssertionError(f"./launch.sh {name} {' '.join(args)}: error: {e}") from None
+
+
+def error_line(name: str, args: list[str]) -> str:
+  """The `error: ...` line `./launch.sh name args` prints before loading anything."""
+  with pytest.raises(AssertionError) as raised:
+    check_command(name, args)
+  return str(raised.value).partition(": error: ")[2]
+
+
+@pytest.mark.parametrize("name, args", COMMANDS, ids=[" ".join([n, *a])[:90] for n, a in COMMANDS])
+def test_readme_command_is_accepted(name, args):
+  try:
+    check_command(name, args)
+  except AssertionError as e:
+    # a command that reads the workdir of the command before it in the README
+    if not ("holds no run" in str(e) and any("=runs/" in a for a in args)):
+      raise
+
+
+@pytest.mark.parametrize("name, args, printed", ERRORS, ids=[e[2][:60] for e in ERRORS])
+def test_readme_error_example_is_what_the_command_prints(name, args, printed):
+  assert f"error: {error_line(name, args)}" == printed
+
+
+@pytest.mark.parametrize("command", [
+    "./launch.sh mnist_cnn --config.num_epoch=3",          # a misspelt key
+    "./launch.sh mnist_cnn --config.num_epochs=-1",        # a value the engine refuses
+    "./launch.sh mnist_cnn --config.model=no_such_model",  # a model not registered
+    "./launch.sh mnist_cnn --work_dir=runs/x",             # a misspelt flag of main.py
+    "./launch.sh mnist_cnm",                               # no such experiment
+])
+def test_a_wrong_command_is_caught(command):
+  """The negative control: the same check fails a README that documents a wrong command."""
+  (name, args), = launch_commands(f"Run\n\n    {command}  # comment\n\nor `{command}`.\n")
+  if name in EXPERIMENTS and args:  # and as a table's short form
+    short = command.removeprefix("./launch.sh ")
+    assert launch_commands(f"| `{short}` | 98 % |\n") == [(name, args)]
+  with pytest.raises(AssertionError, match=re.escape(name)):
+    check_command(name, args)
