@@ -2,6 +2,7 @@
 in code blocks and inline, names an experiment whose config takes its overrides and passes the
 engine's and the task's checks (nothing is loaded or trained)."""
 
+import ast
 import pathlib
 import re
 import shlex
@@ -85,6 +86,35 @@ def launch_commands(markdown: str) -> list[tuple[str, list[str]]]:
   return sorted(found.values())
 
 
+def bench_commands(markdown: str) -> list[tuple[str, list[str]]]:
+  """(benchmark, arguments) of each distinct `./launch.sh bench <name> ...` in `markdown`."""
+  found = {}
+  for text in code_texts(markdown):
+    for match in re.finditer(r"(?:^|[\s(])\./launch\.sh\s+bench\s+(.*)", text):
+      try:
+        words = shlex.split(match.group(1), comments=True)
+      except ValueError:
+        continue
+      words = words[:next((i for i, w in enumerate(words) if w in SHELL_OPERATORS), len(words))]
+      if words and re.fullmatch(r"[a-z0-9_]+", words[0]) and ELLIPSIS not in words:
+        found.setdefault(" ".join(words), (words[0], words[1:]))
+  return sorted(found.values())
+
+
+def bench_flags(path: pathlib.Path) -> set[str]:
+  """The options a benchmark's argparse parser declares (read from its source, not imported)."""
+  return {node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
+          if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+          and node.args and isinstance(node.args[0], ast.Constant)} | {"-h", "--help"}
+
+
+def check_bench_command(name: str, args: list[str]) -> None:
+  path = ROOT / "bench" / f"{name}.py"
+  assert path.is_file(), f"./launch.sh bench {name}: no bench/{name}.py"
+  unknown = [a for a in args if a.startswith("-") and a.partition("=")[0] not in bench_flags(path)]
+  assert not unknown, f"./launch.sh bench {name}: unknown options {unknown}"
+
+
 def documented_errors(markdown: str) -> list[tuple[str, list[str], str]]:
   """(experiment, arguments, error line) of each `$ ./launch.sh ...` in a code block followed by
   the `error: ...` line it prints."""
@@ -101,12 +131,14 @@ def documented_errors(markdown: str) -> list[tuple[str, list[str], str]]:
 README = (ROOT / "README.md").read_text()
 ERRORS = documented_errors(README)
 COMMANDS = [c for c in launch_commands(README) if c not in [(n, a) for n, a, _ in ERRORS]]
+BENCH_COMMANDS = bench_commands(README)
 
 
 def test_the_readme_has_experiment_commands_and_names_every_config():
   """The parser finds them (a parser that finds none would pass every command vacuously) and the
   documented errors, and every shipped experiment is named in the README's code."""
-  assert len(COMMANDS) > 50 and len(ERRORS) >= 3, (COMMANDS, ERRORS)
+  assert len(COMMANDS) > 50 and len(ERRORS) >= 3 and len(BENCH_COMMANDS) > 5, (
+      COMMANDS, ERRORS, BENCH_COMMANDS)
   code = "\n".join(code_texts(README))
   missing = [name for name in EXPERIMENTS if not re.search(rf"\b{name}\b", code)]
   assert not missing, f"experiments the README does not name: {missing}"
@@ -147,6 +179,20 @@ def test_readme_command_is_accepted(name, args):
 @pytest.mark.parametrize("name, args, printed", ERRORS, ids=[e[2][:60] for e in ERRORS])
 def test_readme_error_example_is_what_the_command_prints(name, args, printed):
   assert f"error: {error_line(name, args)}" == printed
+
+
+@pytest.mark.parametrize("name, args", BENCH_COMMANDS,
+                         ids=[" ".join([n, *a])[:90] for n, a in BENCH_COMMANDS])
+def test_readme_bench_command_uses_options_its_benchmark_has(name, args):
+  check_bench_command(name, args)
+
+
+def test_a_wrong_bench_command_is_caught():
+  (name, args), = bench_commands("    ./launch.sh bench train_step --model cnn --steps 5\n")
+  with pytest.raises(AssertionError, match=r"unknown options \['--model'\]"):
+    check_bench_command(name, args)
+  with pytest.raises(AssertionError, match="no bench/train_stp.py"):
+    check_bench_command("train_stp", [])
 
 
 @pytest.mark.parametrize("command", [
