@@ -1,10 +1,14 @@
-"""bench/gpu.py at its --smoke size: a real run, every row present, torch rows run or explained."""
+"""bench/gpu.py at its --smoke size: a real run, every row present, torch rows run or explained;
+bench/gpu_session.sh, the device script, at its --smoke size."""
 
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -73,3 +77,46 @@ def test_gpu_bench_bad_flag_is_one_line():
                         capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 2
   assert done.stderr.strip() == "error: --benches: lstm; accepted: cnn, resnet18, gcn, readout"
+
+
+def _gpu_session(*args, env=None, timeout=300):
+  return subprocess.run(["bench/gpu_session.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, check=False, env={**os.environ, **(env or {})})
+
+
+def test_gpu_session_runs_its_stages_and_keeps_their_results(tmp_path):
+  """The device script at its --smoke size on this machine: the main job's stage trains 2 real
+  steps and its results.json comes back in $OUT, a stage that fails does not stop the next one."""
+  env = {"OUT": str(tmp_path), "PYTHON": sys.executable, "KIT": str(tmp_path / "no_kit")}
+  done = _gpu_session("run", "--smoke", "env", "cnn:200", env=env)
+  assert done.returncode == 0, done.stdout + done.stderr
+  results = json.loads((tmp_path / "cnn.json").read_text())
+  assert results["steps"] == 2 and results["experiment"] == "mnist_cnn"
+  assert 0.0 <= results["test_accuracy"] <= 1.0
+  log = (tmp_path / "session.log").read_text()
+  assert "=== gpu_session: cnn took" in log and "jax " in log
+  unreadable = {**env, "DL_JAX_DATA_DIR": "/dev/null/data"}  # the training stops with its error
+  failing = _gpu_session("run", "--smoke", "cnn", "env", env=unreadable)
+  assert failing.returncode == 1
+  assert "gpu_session: cnn failed (exit" in failing.stdout
+  assert "=== gpu_session: env took" in failing.stdout  # the next stage still ran
+  stopped = _gpu_session("run", "--smoke", "cnn:1", env={**env, "OUT": str(tmp_path / "stopped")})
+  assert stopped.returncode == 1 and "gpu_session: cnn failed (exit 124)" in stopped.stdout
+  assert "cnn reached its limit of 1 s" in (tmp_path / "stopped" / "session.log").read_text()
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["run", "--smoke", "cnn", "gogolenet"], {"OUT": "/tmp/x"},
+     "error: unknown stage 'gogolenet'; accepted: env bench cnn googlenet resnet18 resnet18_re "
+     "pixelcnn lstm_perm"),
+    (["run"], {"OUT": "/tmp/x"}, "error: name at least one stage; accepted: env bench cnn "
+                                 "googlenet resnet18 resnet18_re pixelcnn lstm_perm"),
+    (["run", "cnn:5m"], {"OUT": "/tmp/x"}, "error: time limit '5m' of stage cnn is not a number of "
+                                          "seconds; accepted: STAGE or STAGE:SECONDS"),
+    (["run", "cnn"], {"OUT": ""}, "error: OUT is not set; set it to the folder for the results"),
+    (["unpack"], {},
+     "error: unknown command 'unpack'; accepted: pack, run [--smoke] STAGE[:SECONDS] ..."),
+])
+def test_gpu_session_bad_input_is_one_line(args, env, message):
+  done = _gpu_session(*args, env=env, timeout=60)
+  assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
