@@ -14,6 +14,7 @@
 #   googlenet  fashion_googlenet, 30 epochs (anchor 93.7 %)
 #   resnet18   fashion_resnet, 30 epochs (anchor 94.9 %, goal >= 95.0 %)
 #   resnet18_re  the same with random erasing 0.5
+#   wrn        fashion_wrn: WRN-28-10, 30 epochs, random erasing 0.5, bfloat16 (anchor 96.3 %)
 #   pixelcnn   gated_pixelcnn_mnist at full size, 50 epochs (anchor 81.3 nats)
 #   lstm_perm  seq_mnist_permuted_lstm on all training images, 25 epochs (anchors 85.7 / 87.3 %)
 # A training stage writes $OUT/<stage>.json (its results.json); every stage's output goes to
@@ -59,9 +60,11 @@ declare -A STAGES=(
   [pixelcnn]="540 gated_pixelcnn_mnist --config.model_kwargs.features=64
               --config.model_kwargs.num_layers=12 --config.model_kwargs.output_features=128
               --config.num_epochs=50"
+  [wrn]="540 fashion_wrn --config.model=wrn28_10_small --config.num_epochs=30
+         --config.augment_random_erasing=0.5 --config.model_kwargs.dtype=bfloat16"
   [lstm_perm]="540 seq_mnist_permuted_lstm --config.train_subset=0 --config.num_epochs=25"
 )
-ORDER="env bench cnn googlenet resnet18 resnet18_re pixelcnn lstm_perm"
+ORDER="env bench cnn googlenet resnet18 resnet18_re wrn pixelcnn lstm_perm"
 
 run_stage() {  # $1: stage, $2: smoke (0/1), $3: time limit (s; empty: the stage's)
   local spec=(${STAGES[$1]}) limit experiment

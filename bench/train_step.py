@@ -255,13 +255,14 @@ class TorchResNet(_Module):
       raise ValueError("TorchResNet is the basic-block v1 ResNet; got block="
                        f"{hp['block']!r}, preactivation={hp['preactivation']}")
     kernel, stride = (7, 2) if hp["stem"] == "imagenet" else (3, 1)
-    self.conv1, self.bn1 = _conv2d(in_channels, 64, kernel, stride), _bn(64, 1e-5)
+    stem = hp["stem_features"]
+    self.conv1, self.bn1 = _conv2d(in_channels, stem, kernel, stride), _bn(stem, 1e-5)
     self.maxpool = torch.nn.MaxPool2d(3, 2, 1) if hp["stem"] == "imagenet" else None
     self.blocks = torch.nn.ModuleDict()
-    cin = 64
+    cin = stem
     for stage, count in enumerate(hp["stage_sizes"]):
       for i in range(count):
-        cout = 64 * 2 ** stage
+        cout = hp["widths"][stage]
         self.blocks[f"layer{stage + 1}_{i}"] = TorchBasicBlock(
             cin, cout, 2 if stage > 0 and i == 0 else 1)
         cin = cout

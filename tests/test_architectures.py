@@ -172,7 +172,40 @@ def test_resnet_small_stem_keeps_28x28_in_the_first_stage():
   assert sides == [28, 14, 7, 4]
 
 
-_TINY = {"stage_sizes": (2, 1), "stem": "small", "num_classes": 3}
+@pytest.mark.parametrize("name, depth, widen", [("wrn28_10", 28, 10), ("wrn28_10_small", 28, 10),
+                                               ("wrn16_4_small", 16, 4)])
+def test_wide_resnet_has_the_papers_stages_widths_and_depth(name, depth, widen):
+  """WRN-d-k (Zagoruyko & Komodakis 2016, table 1): a 3x3 stem of 16, three stages of (d - 4) / 6
+  pre-activation basic blocks 16k, 32k, 64k wide at strides 1, 2, 4."""
+  spec = registry.get(name)
+  x = jax.ShapeDtypeStruct((1, *(spec.example_shape or (28, 28, 1))), jnp.float32)
+  model = registry.build(name)
+  params = jax.eval_shape(model.init, KEY, x)["params"]
+  per_stage = (depth - 4) // 6
+  blocks = sorted(k for k in params if k.startswith("layer"))
+  assert blocks == sorted(f"layer{s}_{i}" for s in (1, 2, 3) for i in range(per_stage))
+  convs = sum(k.startswith("conv") for b in blocks for k in params[b])
+  assert convs == 6 * per_stage == depth - 4  # two 3x3 convolutions a block: d = 6N + 4
+  assert params["conv1"]["kernel"].shape == (3, 3, x.shape[-1], 16)
+  assert "final_bn" in params and all("preact_bn" in params[b] for b in blocks)
+  assert [b for b in blocks if "downsample_conv" in params[b]] == ["layer1_0", "layer2_0",
+                                                                   "layer3_0"]
+  _, state = jax.eval_shape(lambda v, x: model.apply(v, x, capture_intermediates=True),
+                            {"params": params, **jax.eval_shape(model.init, KEY, x)}, x)
+  side = x.shape[1]
+  for s, width in enumerate((16 * widen, 32 * widen, 64 * widen), 1):
+    shape = state["intermediates"][f"layer{s}_{per_stage - 1}"]["__call__"][0].shape
+    assert shape == (1, -(-side // 2 ** (s - 1)), -(-side // 2 ** (s - 1)), width), (s, shape)
+
+
+def test_resnet_needs_one_width_per_stage():
+  model = resnet.ResNet(stage_sizes=(2, 2, 2), widths=(16, 32))
+  with pytest.raises(ValueError, match=r"widths=\(16, 32\) must give one width per stage of "
+                                       r"stage_sizes=\(2, 2, 2\)"):
+    model.init(KEY, jnp.zeros((1, 28, 28, 1)))
+
+
+_TINY = {"stage_sizes": (2, 1), "widths": (64, 128), "stem": "small", "num_classes": 3}
 
 
 @functools.partial(jax.jit, static_argnums=0)

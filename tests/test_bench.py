@@ -5,11 +5,13 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from tests import test_readme
 from tests.conftest import ROOT
 
 TORCH = importlib.util.find_spec("torch") is not None
@@ -108,9 +110,9 @@ def test_gpu_session_runs_its_stages_and_keeps_their_results(tmp_path):
 @pytest.mark.parametrize("args, env, message", [
     (["run", "--smoke", "cnn", "gogolenet"], {"OUT": "/tmp/x"},
      "error: unknown stage 'gogolenet'; accepted: env bench cnn googlenet resnet18 resnet18_re "
-     "pixelcnn lstm_perm"),
+     "wrn pixelcnn lstm_perm"),
     (["run"], {"OUT": "/tmp/x"}, "error: name at least one stage; accepted: env bench cnn "
-                                 "googlenet resnet18 resnet18_re pixelcnn lstm_perm"),
+                                 "googlenet resnet18 resnet18_re wrn pixelcnn lstm_perm"),
     (["run", "cnn:5m"], {"OUT": "/tmp/x"}, "error: time limit '5m' of stage cnn is not a number of "
                                           "seconds; accepted: STAGE or STAGE:SECONDS"),
     (["run", "cnn"], {"OUT": ""}, "error: OUT is not set; set it to the folder for the results"),
@@ -120,3 +122,20 @@ def test_gpu_session_runs_its_stages_and_keeps_their_results(tmp_path):
 def test_gpu_session_bad_input_is_one_line(args, env, message):
   done = _gpu_session(*args, env=env, timeout=60)
   assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
+
+
+def _session_stages() -> dict[str, list[str]]:
+  """bench/gpu_session.sh's training stages: stage -> [experiment, flags...]."""
+  text = (ROOT / "bench" / "gpu_session.sh").read_text()
+  stages = {name: spec.split()[1:] for name, spec in
+            re.findall(r'^\s+\[(\w+)\]="([^"]+)"', text, flags=re.MULTILINE)}
+  return {name: words for name, words in stages.items() if words[0] != "-"}
+
+
+def test_gpu_session_trainings_are_accepted_commands():
+  """Each training stage's experiment takes its flags and passes the checks, as the README's
+  commands do (a stage with a stale flag would cost a GPU session)."""
+  stages = _session_stages()
+  assert {"cnn", "googlenet", "resnet18", "wrn", "pixelcnn", "lstm_perm"} <= set(stages)
+  for name, (experiment, *flags) in stages.items():
+    test_readme.check_command(experiment, flags)

@@ -12,7 +12,7 @@ SHORT = ("--config.max_steps=2", "--config.train_subset=256", "--config.val_size
          "--config.test_subset=64", "--config.batch_size=32", "--config.eval_batch_size=64",
          "--config.warmup_steps=0", "--config.log_every_steps=1")
 EXPERIMENTS = ["fashion_lenet5", "fashion_alexnet", "fashion_vgg", "fashion_googlenet",
-               "fashion_resnet", "mnist1d_logreg", "mnist1d_mlp",
+               "fashion_resnet", "fashion_wrn", "mnist1d_logreg", "mnist1d_mlp",
                "mnist1d_cnn", "mnist1d_cnn_shuffled"]
 
 

@@ -71,7 +71,8 @@ RUNNABLE = [n for n in registry.names() if n not in FULL_SIZE]
 # run and bfloat16 run cover theirs (they are run in float32, jitted).
 COVERED_BY = {"resnet34_small": "resnet18_small", "resnet101_small": "resnet50_small",
               "resnet152_small": "resnet50_small", "vgg13_small": "vgg11_small",
-              "vgg16_small": "vgg11_small", "vgg19_small": "vgg11_small"}
+              "vgg16_small": "vgg11_small", "vgg19_small": "vgg11_small",
+              "wrn28_10_small": "wrn16_4_small"}
 
 
 def test_deeper_variants_share_the_code_of_the_variant_that_covers_them():
@@ -160,7 +161,8 @@ IMAGE_MODELS = [
     "lenet5_relu", "mnist_cnn", "mnist_mlp", "p4cnn", "resnet101", "resnet101_small",
     "resnet152", "resnet152_small", "resnet18", "resnet18_small", "resnet34",
     "resnet34_small", "resnet50", "resnet50_small", "style_vgg", "vgg11", "vgg11_small",
-    "vgg13", "vgg13_small", "vgg16", "vgg16_small", "vgg19", "vgg19_small"]
+    "vgg13", "vgg13_small", "vgg16", "vgg16_small", "vgg19", "vgg19_small", "wrn16_4_small",
+    "wrn28_10", "wrn28_10_small"]
 
 
 def test_names_partition_the_registry_by_family():

@@ -32,6 +32,13 @@ Options:
   stages run at 28, 14, 7, 4 (output strides 1, 2, 4, 8) instead of vanishing after /32.
 
 Block i of stage s is the submodule `layer{s}_{i}` (torchvision's `layer{s}.{i}`).
+
+Wide residual networks (Zagoruyko and Komodakis 2016), WRN-d-k, are the same code: three stages
+of (d - 4) / 6 pre-activation basic blocks, 16k, 32k and 64k wide (`widths`), after a 3x3 stem
+of 16 features (`stem_features`), the last two stages with stride 2. `wrn28_10` is the CIFAR
+configuration of the paper (32x32x3, 10 classes, 36,479,194 parameters, as the authors' code);
+`wrn28_10_small` takes 28x28x1 (a 3x3x1 stem: 288 fewer) and `wrn16_4_small` is WRN-16-4.
+Without the paper's optional dropout between the two convolutions of a block.
 """
 
 from typing import Any, Sequence
@@ -105,6 +112,8 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
   """ResNet, section 5.3.2 (figures 5.30-5.31); see the module docstring."""
   stage_sizes: Sequence[int] = (2, 2, 2, 2)  # blocks per stage (table 1 of the paper)
+  widths: Sequence[int] = (64, 128, 256, 512)  # each stage's block width (x4 out: bottleneck)
+  stem_features: int = 64
   block: str = "basic"  # "basic" or "bottleneck"
   num_classes: int = 1000
   stem: str = "imagenet"  # "imagenet" (7x7/2 + max-pool) or "small" (3x3/1, no pool)
@@ -122,11 +131,14 @@ class ResNet(nn.Module):
       raise ValueError(f"unknown block {self.block!r}; accepted: 'basic', 'bottleneck'")
     if self.stem not in ("imagenet", "small"):
       raise ValueError(f"unknown stem {self.stem!r}; accepted: 'imagenet', 'small'")
+    if len(self.widths) != len(self.stage_sizes):
+      raise ValueError(f"widths={tuple(self.widths)} must give one width per stage of "
+                       f"stage_sizes={tuple(self.stage_sizes)}")
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                      epsilon=1e-5, dtype=self.dtype, param_dtype=jnp.float32,
                                      name=name)
     kernel, strides = (7, 2) if self.stem == "imagenet" else (3, 1)
-    x = Conv(64, (kernel, kernel), strides=(strides, strides),
+    x = Conv(self.stem_features, (kernel, kernel), strides=(strides, strides),
              padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False, kernel_init=_CONV_INIT,
              dtype=self.dtype, param_dtype=jnp.float32, impl=self.conv_impl, name="conv1")(x)
     if not self.preactivation:
@@ -135,7 +147,7 @@ class ResNet(nn.Module):
       x = max_pool(x, (3, 3), (2, 2), [(1, 1), (1, 1)])
     for stage, blocks in enumerate(self.stage_sizes):
       for i in range(blocks):
-        x = ResidualBlock(64 * 2 ** stage, strides=2 if stage > 0 and i == 0 else 1,
+        x = ResidualBlock(self.widths[stage], strides=2 if stage > 0 and i == 0 else 1,
                           bottleneck=self.block == "bottleneck",
                           preactivation=self.preactivation,
                           zero_init_residual=self.zero_init_residual, dtype=self.dtype,
@@ -152,9 +164,16 @@ _TORCHVISION_COUNTS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_5
 
 
 def _defaults(depth: int, **overrides) -> dict:
-  return {"stage_sizes": STAGE_SIZES[depth], "block": BLOCKS[depth], "num_classes": 1000,
-          "stem": "imagenet", "preactivation": False, "zero_init_residual": False,
-          "dtype": "float32", "conv_impl": "auto", **overrides}
+  return {"stage_sizes": STAGE_SIZES[depth], "widths": (64, 128, 256, 512), "stem_features": 64,
+          "block": BLOCKS[depth], "num_classes": 1000, "stem": "imagenet", "preactivation": False,
+          "zero_init_residual": False, "dtype": "float32", "conv_impl": "auto", **overrides}
+
+
+def _wide_defaults(depth: int, widen: int) -> dict:
+  """WRN-depth-widen: (depth - 4) / 6 pre-activation basic blocks per stage."""
+  return _defaults(18, stage_sizes=((depth - 4) // 6,) * 3,
+                   widths=(16 * widen, 32 * widen, 64 * widen), stem_features=16,
+                   num_classes=10, stem="small", preactivation=True)
 
 
 def _small_count(depth: int) -> int:
@@ -185,4 +204,31 @@ SPECS = tuple(
         param_count=_small_count(depth),
         description=f"ResNet-{depth} for 28x28x1: 3x3 stride-1 stem, no max-pool, "
                     "section 5.3.2",
-    ) for depth in STAGE_SIZES)
+    ) for depth in STAGE_SIZES) + (
+    ModelSpec(
+        name="wrn28_10",
+        family="image",
+        factory=ResNet,
+        defaults=_wide_defaults(28, 10),
+        param_count=36_479_194,
+        description="Wide ResNet WRN-28-10 (Zagoruyko & Komodakis 2016), CIFAR 32x32x3, "
+                    "10 classes; residual blocks of section 5.3.2",
+        example_shape=(32, 32, 3),
+        full_size=True,
+    ),
+    ModelSpec(
+        name="wrn28_10_small",
+        family="image",
+        factory=ResNet,
+        defaults=_wide_defaults(28, 10),
+        param_count=36_479_194 - 3 * 3 * 2 * 16,
+        description="Wide ResNet WRN-28-10 for 28x28x1, section 5.3.2",
+    ),
+    ModelSpec(
+        name="wrn16_4_small",
+        family="image",
+        factory=ResNet,
+        defaults=_wide_defaults(16, 4),
+        param_count=2_748_890 - 3 * 3 * 2 * 16,
+        description="Wide ResNet WRN-16-4 for 28x28x1, section 5.3.2",
+    ))
