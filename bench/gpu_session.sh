@@ -17,29 +17,42 @@
 #   wrn        fashion_wrn: WRN-28-10, 30 epochs, random erasing 0.5, bfloat16 (anchor 96.3 %)
 #   pixelcnn   gated_pixelcnn_mnist at full size, 50 epochs (anchor 81.3 nats)
 #   lstm_perm  seq_mnist_permuted_lstm on all training images, 25 epochs (anchors 85.7 / 87.3 %)
-# A training stage writes $OUT/<stage>.json (its results.json); every stage's output goes to
-# $OUT/session.log. --smoke runs each training for 2 steps and the benchmark at its smoke size
-# (any machine: that is how it is tested). PYTHON picks the interpreter (default python3).
+# A training stage writes $OUT/<stage>.json (its results.json), its workdir goes to $RUNS/<stage>
+# (default: a temporary folder, removed at the end); every stage's output goes to
+# $OUT/session.log. --smoke runs each training for 2 steps (then its full evaluation) and the
+# benchmark at its smoke size: how it is tested on a CPU. PYTHON picks the interpreter (default
+# python3).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+[[ -n "${OUT:-}" ]] && OUT=$(realpath -m "$OUT")
 KIT=$(realpath -m "${KIT:-.gpu_kit}")
+cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-# What the lock pins and such a machine's image lacks: pure-Python wheels, and PyWavelets' for
-# CPython 3.12 (scikit-image's wavelet denoiser).
-KIT_PACKAGES=(jraph ml-collections tensorboardx mnist1d pywavelets)
+# What the lock pins and such a machine's image lacks (distribution:module): pure-Python wheels,
+# checked against the lock's hashes, and PyWavelets' for CPython 3.12 (scikit-image's wavelet
+# denoiser), which the lock's hashes (CPython 3.11) do not cover.
+KIT_PACKAGES=(jraph:jraph ml-collections:ml_collections tensorboardx:tensorboardX mnist1d:mnist1d
+              pywavelets:pywt)
 KIT_DATA=(fashion_mnist.npz mnist.npz binarized_mnist_s0.npz)
 
 pack() {
-  local wheels="$KIT/wheels" data="$KIT/data" cache=${DL_JAX_DATA_DIR:-$HOME/.cache/dl_jax} pins=()
-  for name in "${KIT_PACKAGES[@]}"; do
-    local pin; pin=$(grep -m1 -i "^$name==" requirements/lock.txt | cut -d' ' -f1 || true)
+  local wheels="$KIT/wheels" data="$KIT/data" cache=${DL_JAX_DATA_DIR:-$HOME/.cache/dl_jax}
+  local hashed="$KIT/hashed-requirements.txt" pins=() entry
+  rm -rf "$wheels"; mkdir -p "$wheels" "$data"; : > "$hashed"
+  for entry in "${KIT_PACKAGES[@]}"; do
+    local name=${entry%%:*} pin
+    pin=$(grep -m1 -i "^$name==" requirements/lock.txt | cut -d' ' -f1 || true)
     [[ -n "$pin" ]] || { echo "error: $name is not pinned in requirements/lock.txt" >&2; exit 1; }
     pins+=("$pin")
+    [[ $name == pywavelets ]] && continue
+    # the pin and its --hash lines, as the lock has them
+    awk -v pin="$pin" 'index($0, pin " ") == 1 { keep = 1 } keep { print; if (!/\\$/) keep = 0 }' \
+      requirements/lock.txt >> "$hashed"
   done
-  rm -rf "$wheels"; mkdir -p "$wheels" "$data"
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --dest "$wheels" \
-    --python-version 3.12 --only-binary=:all: --platform manylinux_2_28_x86_64 \
-    --platform manylinux_2_17_x86_64 "${pins[@]}"
+  local download=("$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps
+                  --dest "$wheels" --python-version 3.12 --only-binary=:all:
+                  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64)
+  "${download[@]}" --require-hashes -r "$hashed"
+  "${download[@]}" "$(printf '%s\n' "${pins[@]}" | grep -i '^pywavelets==')"
   for file in "${KIT_DATA[@]}"; do
     [[ -f "$cache/$file" ]] || { echo "error: $cache/$file is not cached yet; run an experiment" \
       "that reads it first (./launch.sh mnist_cnn, fashion_lenet5, pixelcnn_mnist)" >&2; exit 1; }
@@ -73,7 +86,7 @@ run_stage() {  # $1: stage, $2: smoke (0/1), $3: time limit (s; empty: the stage
     env)
       timeout "$limit" nvidia-smi || echo "(no nvidia-smi)"
       "$PYTHON" -m pip list 2>/dev/null | grep -iE "^(jax|jaxlib|flax|optax|orbax|torch) " || true
-      "$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())" ;;
+      timeout "$limit" "$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())" ;;
     bench)
       local smoke=(); [[ $2 == 1 ]] && smoke=(--smoke)
       timeout "$limit" "$PYTHON" bench/gpu.py "${smoke[@]}" --out "$OUT/gpu_bench.json" ;;
@@ -83,7 +96,8 @@ run_stage() {  # $1: stage, $2: smoke (0/1), $3: time limit (s; empty: the stage
       local rc=0
       timeout --signal=TERM --kill-after=30 "$limit" "$PYTHON" -m experiments.main \
         --config="experiments/configs/$experiment.py" "${flags[@]}" --workdir="$workdir" || rc=$?
-      [[ $rc == 124 ]] && echo "gpu_session: $1 reached its limit of $limit s (saved, not finished)"
+      [[ $rc == 124 || $rc == 137 ]] &&
+        echo "gpu_session: $1 reached its limit of $limit s (stopped, not finished)"
       [[ -f "$workdir/results.json" ]] && cp "$workdir/results.json" "$OUT/$1.json"
       return $rc ;;
   esac
@@ -107,17 +121,27 @@ run() {
   [[ -n "${OUT:-}" ]] || { echo "error: OUT is not set; set it to the folder for the results" >&2
                            exit 2; }
   mkdir -p "$OUT"
-  if ! "$PYTHON" -c "import jraph, ml_collections, tensorboardX, mnist1d, pywt" 2>/dev/null; then
-    [[ -d "$KIT/wheels" ]] || { echo "error: $PYTHON lacks packages of the lock and $KIT/wheels" \
-      "is missing; run bench/gpu_session.sh pack first and carry $KIT" >&2; exit 2; }
-    # the packed wheels, installed beside the image's packages
+  local missing=() entry
+  for entry in "${KIT_PACKAGES[@]}"; do  # the packed wheels of those the interpreter lacks
+    "$PYTHON" -c "import ${entry#*:}" 2>/dev/null || missing+=("${entry%%:*}")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    local files=() name
+    for name in "${missing[@]}"; do
+      files+=("$KIT"/wheels/"${name//-/_}"-*.whl)
+      [[ -f "${files[-1]}" ]] || { echo "error: $PYTHON lacks $name and $KIT/wheels has no wheel" \
+        "of it; run bench/gpu_session.sh pack first and carry $KIT" >&2; exit 2; }
+    done
     "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
-      --target "$KIT/site" "$KIT"/wheels/*.whl
+      --target "$KIT/site" "${files[@]}" >> "$OUT/session.log" 2>&1 ||
+      { echo "error: $PYTHON cannot install ${missing[*]} from $KIT/wheels (packed for" \
+        "CPython 3.12 on x86-64; pip's output is in $OUT/session.log)" >&2; exit 2; }
     export PYTHONPATH="$KIT/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   [[ -d "$KIT/data" ]] && export DL_JAX_DATA_DIR="$KIT/data"
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  RUNS=$(mktemp -d)
+  local temporary=""
+  [[ -n "${RUNS:-}" ]] || { RUNS=$(mktemp -d); temporary=$RUNS; }
   local status=0
   for arg in "${stages[@]}"; do
     local stage=${arg%%:*} limit="" start=$SECONDS rc=0
@@ -130,7 +154,7 @@ run() {
     fi
     echo "=== gpu_session: $stage took $((SECONDS - start)) s" | tee -a "$OUT/session.log"
   done
-  rm -rf "$RUNS"
+  [[ -z "$temporary" ]] || rm -rf "$temporary"
   return $status
 }
 

@@ -180,7 +180,8 @@ def test_wide_resnet_has_the_papers_stages_widths_and_depth(name, depth, widen):
   spec = registry.get(name)
   x = jax.ShapeDtypeStruct((1, *(spec.example_shape or (28, 28, 1))), jnp.float32)
   model = registry.build(name)
-  params = jax.eval_shape(model.init, KEY, x)["params"]
+  variables = jax.eval_shape(model.init, KEY, x)
+  params = variables["params"]
   per_stage = (depth - 4) // 6
   blocks = sorted(k for k in params if k.startswith("layer"))
   assert blocks == sorted(f"layer{s}_{i}" for s in (1, 2, 3) for i in range(per_stage))
@@ -191,7 +192,7 @@ def test_wide_resnet_has_the_papers_stages_widths_and_depth(name, depth, widen):
   assert [b for b in blocks if "downsample_conv" in params[b]] == ["layer1_0", "layer2_0",
                                                                    "layer3_0"]
   _, state = jax.eval_shape(lambda v, x: model.apply(v, x, capture_intermediates=True),
-                            {"params": params, **jax.eval_shape(model.init, KEY, x)}, x)
+                            variables, x)
   side = x.shape[1]
   for s, width in enumerate((16 * widen, 32 * widen, 64 * widen), 1):
     shape = state["intermediates"][f"layer{s}_{per_stage - 1}"]["__call__"][0].shape

@@ -36,7 +36,8 @@ def code_texts(markdown: str) -> list[str]:
     if fenced or line.startswith("    "):
       texts.append(line)
   prose = "\n".join(line for line in _outside_fences(lines) if not line.startswith("    "))
-  texts += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+  for paragraph in re.split(r"\n\s*\n", prose):  # a stray backtick spoils one paragraph only
+    texts += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", paragraph)]
   joined = "\n".join(texts)
   return re.sub(r"\\\n\s*", " ", joined).splitlines()
 
@@ -51,6 +52,14 @@ def _outside_fences(lines):
 
 
 SHELL_OPERATORS = {";", "&&", "||", "|", "&", "2>&1"}
+LAUNCH = r"(?:^|[\s(])\./launch\.sh\s+"
+
+
+def _launches(text: str, prefix: str = "") -> list[str]:
+  """What follows each `./launch.sh <prefix>` in `text`, one command each (several may share a
+  line, joined by shell operators)."""
+  return [m.group(1) for part in re.split(r"&&|\|\||;", text)
+          for m in re.finditer(LAUNCH + prefix + r"(.*)", part)]
 
 
 def _arguments(command: str) -> list[str] | None:
@@ -76,7 +85,7 @@ def launch_commands(markdown: str) -> list[tuple[str, list[str]]]:
   each code span `<experiment> --flag ...` (the tables' short form of the same command)."""
   found = {}
   for text in code_texts(markdown):
-    commands = [m.group(1) for m in re.finditer(r"(?:^|[\s(])\./launch\.sh\s+(.*)", text)]
+    commands = _launches(text)
     if re.match(rf"({'|'.join(EXPERIMENTS)}) --", text):
       commands.append(text)
     for command in commands:
@@ -90,9 +99,9 @@ def bench_commands(markdown: str) -> list[tuple[str, list[str]]]:
   """(benchmark, arguments) of each distinct `./launch.sh bench <name> ...` in `markdown`."""
   found = {}
   for text in code_texts(markdown):
-    for match in re.finditer(r"(?:^|[\s(])\./launch\.sh\s+bench\s+(.*)", text):
+    for command in _launches(text, r"bench\s+"):
       try:
-        words = shlex.split(match.group(1), comments=True)
+        words = shlex.split(command, comments=True)
       except ValueError:
         continue
       words = words[:next((i for i, w in enumerate(words) if w in SHELL_OPERATORS), len(words))]
@@ -149,10 +158,11 @@ def check_command(name: str, args: list[str]) -> None:
   error before loading anything."""
   path = ROOT / "experiments" / "configs" / f"{name}.py"
   assert path.is_file(), f"./launch.sh {name}: no experiments/configs/{name}.py"
-  config_path, config_overrides, rest = overrides.split_argv(["main", f"--config={path}", *args])
-  unknown = [a for a in rest[1:] if a.partition("=")[0] not in MAIN_FLAGS]
-  assert not unknown, f"./launch.sh {name}: unknown flags {unknown}"
   try:
+    config_path, config_overrides, rest = overrides.split_argv(["main", f"--config={path}",
+                                                                *args])
+    unknown = [a for a in rest[1:] if a.partition("=")[0] not in MAIN_FLAGS]
+    assert not unknown, f"./launch.sh {name}: unknown flags {unknown}"
     config = main.resolve_config(config_path, config_overrides)
     engine.validate(config)
   except DlJaxError as e:
@@ -166,13 +176,27 @@ def error_line(name: str, args: list[str]) -> str:
   return str(raised.value).partition(": error: ")[2]
 
 
+def workdirs(commands) -> set[str]:
+  """The run directories the commands write: --workdir, or runs/<experiment>."""
+  found = set()
+  for name, args in commands:
+    given = [a.partition("=")[2] for a in args if a.startswith("--workdir=")]
+    found.add((given or [f"runs/{name}"])[-1])
+  return found
+
+
+WORKDIRS = workdirs(COMMANDS)
+
+
 @pytest.mark.parametrize("name, args", COMMANDS, ids=[" ".join([n, *a])[:90] for n, a in COMMANDS])
 def test_readme_command_is_accepted(name, args):
   try:
     check_command(name, args)
   except AssertionError as e:
-    # a command that reads the workdir of the command before it in the README
-    if not ("holds no run" in str(e) and any("=runs/" in a for a in args)):
+    # a command that reads the run of another command of the README, not made here
+    reads = [a.partition("=")[2] for a in args
+             if a.startswith("--config.") and a.partition("=")[2] in WORKDIRS]
+    if not ("holds no run" in str(e) and any(f"={path!r}" in str(e) for path in reads)):
       raise
 
 
@@ -195,18 +219,21 @@ def test_a_wrong_bench_command_is_caught():
     check_bench_command("train_stp", [])
 
 
-@pytest.mark.parametrize("command", [
-    "./launch.sh mnist_cnn --config.num_epoch=3",          # a misspelt key
-    "./launch.sh mnist_cnn --config.num_epochs=-1",        # a value the engine refuses
-    "./launch.sh mnist_cnn --config.model=no_such_model",  # a model not registered
-    "./launch.sh mnist_cnn --work_dir=runs/x",             # a misspelt flag of main.py
-    "./launch.sh mnist_cnm",                               # no such experiment
+@pytest.mark.parametrize("command, cause", [
+    ("./launch.sh mnist_cnn --config.num_epoch=3", "unknown config key 'num_epoch'"),
+    ("./launch.sh mnist_cnn --config.num_epochs=-1", "num_epochs=-1 must be"),
+    ("./launch.sh mnist_cnn --config.model=no_such_model", "unknown model 'no_such_model'"),
+    ("./launch.sh mnist_cnn --work_dir=runs/x", "unknown flags ['--work_dir=runs/x']"),
+    ("./launch.sh mnist_cnm", "no experiments/configs/mnist_cnm.py"),
+    ("./launch.sh mnist_cnn && ./launch.sh mnist_mlp --config.hiden=64", "'hiden'"),
 ])
-def test_a_wrong_command_is_caught(command):
+def test_a_wrong_command_is_caught(command, cause):
   """The negative control: the same check fails a README that documents a wrong command."""
-  (name, args), = launch_commands(f"Run\n\n    {command}  # comment\n\nor `{command}`.\n")
-  if name in EXPERIMENTS and args:  # and as a table's short form
+  found = launch_commands(f"Run\n\n    {command}  # note\n\nor `{command}`.\n")
+  assert len(found) == command.count("./launch.sh")  # both of a line's commands
+  name, args = found[-1]  # the wrong one (sorted last)
+  if name in EXPERIMENTS and args and "&&" not in command:  # and as a table's short form
     short = command.removeprefix("./launch.sh ")
     assert launch_commands(f"| `{short}` | 98 % |\n") == [(name, args)]
-  with pytest.raises(AssertionError, match=re.escape(name)):
+  with pytest.raises(AssertionError, match=re.escape(cause)):
     check_command(name, args)
