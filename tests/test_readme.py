@@ -11,7 +11,7 @@ import pytest
 
 from dl_jax import engine
 from dl_jax.errors import DlJaxError
-from experiments import main, overrides
+from experiments import launch, main, overrides
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # launch.sh's own subcommands; everything else after ./launch.sh is an experiment
@@ -124,6 +124,32 @@ def check_bench_command(name: str, args: list[str]) -> None:
   assert not unknown, f"./launch.sh bench {name}: unknown options {unknown}"
 
 
+def batch_commands(markdown: str) -> list[tuple[str, list[str]]]:
+  """(backend, arguments) of each distinct `./launch.sh slurm|tpu|gke <experiment> ...`, without
+  the usage notation's optional `[--flag=X]` words."""
+  found = {}
+  for text in code_texts(markdown):
+    for command in _launches(text, r"(?=(?:slurm|tpu|gke)\s)"):
+      backend, _, rest = command.partition(" ")
+      try:
+        words = shlex.split(rest, comments=True)
+      except ValueError:
+        continue
+      words = [w for w in words if not (w.startswith("[") and w.endswith("]"))]
+      if words and ELLIPSIS not in words and not any("<" in w for w in words):
+        found.setdefault(" ".join([backend, *words]), (backend, words))
+  return sorted(found.values())
+
+
+def check_batch_command(backend: str, args: list[str]) -> None:
+  """The launcher takes its options, and the experiment its flags."""
+  try:
+    options, flags = launch.parse(backend, args)
+  except launch.LaunchError as e:
+    raise AssertionError(f"./launch.sh {backend} {' '.join(args)}: error: {e}") from None
+  check_command(options.experiment, flags)
+
+
 def documented_errors(markdown: str) -> list[tuple[str, list[str], str]]:
   """(experiment, arguments, error line) of each `$ ./launch.sh ...` in a code block followed by
   the `error: ...` line it prints."""
@@ -141,13 +167,15 @@ README = (ROOT / "README.md").read_text()
 ERRORS = documented_errors(README)
 COMMANDS = [c for c in launch_commands(README) if c not in [(n, a) for n, a, _ in ERRORS]]
 BENCH_COMMANDS = bench_commands(README)
+BATCH_COMMANDS = batch_commands(README)
 
 
 def test_the_readme_has_experiment_commands_and_names_every_config():
   """The parser finds them (a parser that finds none would pass every command vacuously) and the
   documented errors, and every shipped experiment is named in the README's code."""
-  assert len(COMMANDS) > 50 and len(ERRORS) >= 3 and len(BENCH_COMMANDS) > 5, (
-      COMMANDS, ERRORS, BENCH_COMMANDS)
+  assert (len(COMMANDS) > 50 and len(ERRORS) >= 3 and len(BENCH_COMMANDS) > 5
+          and {b for b, _ in BATCH_COMMANDS} == {"slurm", "tpu", "gke"}), (
+              COMMANDS, ERRORS, BENCH_COMMANDS, BATCH_COMMANDS)
   code = "\n".join(code_texts(README))
   missing = [name for name in EXPERIMENTS if not re.search(rf"\b{name}\b", code)]
   assert not missing, f"experiments the README does not name: {missing}"
@@ -209,6 +237,24 @@ def test_readme_error_example_is_what_the_command_prints(name, args, printed):
                          ids=[" ".join([n, *a])[:90] for n, a in BENCH_COMMANDS])
 def test_readme_bench_command_uses_options_its_benchmark_has(name, args):
   check_bench_command(name, args)
+
+
+@pytest.mark.parametrize("backend, args", BATCH_COMMANDS,
+                         ids=[" ".join([b, *a])[:90] for b, a in BATCH_COMMANDS])
+def test_readme_batch_launch_is_accepted(backend, args):
+  check_batch_command(backend, args)
+
+
+@pytest.mark.parametrize("command, cause", [
+    ("./launch.sh slurm mnist_cnn --nodes=0 --config.num_epochs=3", "--nodes"),
+    ("./launch.sh tpu mnist_cnn --tpu=t --zone=z --config.num_epoch=3", "'num_epoch'"),
+    ("./launch.sh gke mnist_cnm --cluster=c --tpu-type=v5 --zone=z", "'mnist_cnm'"),
+    ("./launch.sh slurm mnist_cnn --node=2 [--account=A]", "unknown flags ['--node=2']"),
+])
+def test_a_wrong_batch_launch_is_caught(command, cause):
+  (backend, args), = batch_commands(f"    {command}\n")
+  with pytest.raises(AssertionError, match=re.escape(cause)):
+    check_batch_command(backend, args)
 
 
 def test_a_wrong_bench_command_is_caught():
