@@ -176,6 +176,9 @@ def _wide_defaults(depth: int, widen: int) -> dict:
                    num_classes=10, stem="small", preactivation=True)
 
 
+_WRN_CIFAR_COUNTS = {(28, 10): 36_479_194, (16, 4): 2_748_890}  # the authors' (32x32x3, 10 classes)
+
+
 def _small_count(depth: int) -> int:
   """Parameters of resnet*_small: torchvision's count without the 7x7x3 stem (a 3x3x1 one
   instead) and with a 10-class head."""
@@ -210,25 +213,17 @@ SPECS = tuple(
         family="image",
         factory=ResNet,
         defaults=_wide_defaults(28, 10),
-        param_count=36_479_194,
+        param_count=_WRN_CIFAR_COUNTS[28, 10],
         description="Wide ResNet WRN-28-10 (Zagoruyko & Komodakis 2016), CIFAR 32x32x3, "
                     "10 classes; residual blocks of section 5.3.2",
         example_shape=(32, 32, 3),
         full_size=True,
-    ),
+    ),) + tuple(
     ModelSpec(
-        name="wrn28_10_small",
+        name=f"wrn{depth}_{widen}_small",
         family="image",
         factory=ResNet,
-        defaults=_wide_defaults(28, 10),
-        param_count=36_479_194 - 3 * 3 * 2 * 16,
-        description="Wide ResNet WRN-28-10 for 28x28x1, section 5.3.2",
-    ),
-    ModelSpec(
-        name="wrn16_4_small",
-        family="image",
-        factory=ResNet,
-        defaults=_wide_defaults(16, 4),
-        param_count=2_748_890 - 3 * 3 * 2 * 16,
-        description="Wide ResNet WRN-16-4 for 28x28x1, section 5.3.2",
-    ))
+        defaults=_wide_defaults(depth, widen),
+        param_count=cifar_count - 3 * 3 * 2 * 16,  # a 3x3x1 stem instead of 3x3x3
+        description=f"Wide ResNet WRN-{depth}-{widen} for 28x28x1, section 5.3.2",
+    ) for (depth, widen), cifar_count in _WRN_CIFAR_COUNTS.items())
