@@ -2,10 +2,14 @@
 
   ./launch.sh slurm <experiment> [--nodes=1] [--gpus-per-node=8] [--time=24:00:00]
       [--partition=P] [--account=A] [--signal-s=300] [--dry-run] [experiment flags]
-  ./launch.sh tpu <experiment> --tpu=NAME --zone=Z [--project=P] [--dry-run] [experiment flags]
-  ./launch.sh gke <experiment> --cluster=C (--tpu-type=v5litepod-16 [--num-slices=1] |
-      --device-type=h100-80gb-8 --num-nodes=2) [--zone=Z] [--project=P] [--docker-image=I]
+  ./launch.sh tpu <experiment> --tpu=NAME --zone=Z --workdir=/SHARED/DIR [--project=P]
       [--dry-run] [experiment flags]
+  ./launch.sh gke <experiment> --cluster=C (--tpu-type=v5litepod-16 [--num-slices=1] |
+      --device-type=h100-80gb-8 --num-nodes=2) --workdir=/SHARED/DIR [--zone=Z] [--project=P]
+      [--docker-image=I] [--dry-run] [experiment flags]
+
+On a TPU slice or GKE the workdir must be an absolute path on storage every host mounts: orbax
+writes one checkpoint from all processes, and a restarted job resumes from it.
 
 Every process runs the same command as a single machine would, with `--multihost` added
 (`experiments.main`, cluster detection in `dl_jax.engine.cluster`). A SLURM job writes its batch
@@ -120,6 +124,15 @@ def parse(backend: str, argv: list[str]) -> tuple[argparse.Namespace, list[str]]
   if backend == "slurm" and args.gpus_per_node and args.tasks_per_node:
     raise LaunchError("--tasks-per-node is for nodes without GPUs; with --gpus-per-node="
                       f"{args.gpus_per_node} there is one process per GPU")
+  if backend in ("tpu", "gke") and not (args.workdir or "").startswith("/"):
+    where = "in each container" if backend == "gke" else "on each worker's own disk"
+    given = (f"--workdir={args.workdir!r} is not accepted" if args.workdir else
+             "--workdir is required")
+    raise LaunchError(
+        f"{given} for {backend}: a relative workdir (the default: runs/<experiment>) lies "
+        f"{where}, where checkpoints are lost when the job restarts or ends and the hosts cannot "
+        "share them; accepted: an absolute path on storage that every host mounts (Filestore, "
+        "Cloud Storage FUSE, NFS), e.g. --workdir=/mnt/runs/<name>")
   args.workdir = args.workdir or f"runs/{args.experiment}"
   return args, rest
 
@@ -243,9 +256,13 @@ def main(argv: list[str]) -> int:
       return 0
     _require("sbatch")
     directory = ROOT / args.workdir / LAUNCH_SUBDIR
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "job.sbatch"
-    path.write_text(script)
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+      path.write_text(script)
+    except OSError as e:
+      raise LaunchError(f"--workdir={args.workdir!r}: {path} cannot be written ({e.strerror}); "
+                        "accepted: a directory that can be created and written") from None
     return subprocess.run(["sbatch", str(path)], cwd=ROOT).returncode
   if backend == "tpu":
     archive = f"/tmp/dl_jax-{args.experiment}.tar.gz"

@@ -68,8 +68,7 @@ def resolve_config(config_path, config_overrides):
 
 
 def main(argv, config_path=None, config_overrides=()):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --config.x=value")
+  del argv  # `parse_flags` accepted no positional argument
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
   from dl_jax.errors import DlJaxError  # pylint: disable=g-import-not-at-top
   try:
@@ -106,6 +105,23 @@ def main(argv, config_path=None, config_overrides=()):
     sys.exit(getattr(e, "exit_code", 2))
 
 
+ACCEPTED_FLAGS = ("--config=<file>, --config.<key>=<value>, --workdir=<dir>, --multihost, "
+                  "--compilation_cache=<dir>, --show-config")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with one `error:` line (exit 2) for a bad flag or a stray argument."""
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}; accepted: {ACCEPTED_FLAGS}", file=sys.stderr)
+    sys.exit(2)
+  if len(rest) > 1:
+    print(f"error: unexpected argument {rest[1]!r}; accepted: {ACCEPTED_FLAGS}", file=sys.stderr)
+    sys.exit(2)
+  return rest
+
+
 def run_from_command_line():
   from dl_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
@@ -114,7 +130,8 @@ def run_from_command_line():
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   rest = ["--show_config" if a == "--show-config" else a for a in rest]
-  app.run(lambda argv: main(argv, config_path, config_overrides), argv=rest)
+  app.run(lambda argv: main(argv, config_path, config_overrides), argv=rest,
+          flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

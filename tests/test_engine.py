@@ -6,14 +6,15 @@ import json
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from dl_jax.errors import CheckpointError, ConfigError
+from dl_jax.errors import CheckpointError, ConfigError, NonFiniteError
 from dl_jax.models import registry
 from dl_jax import optim as optimizers
-from dl_jax.engine import workdir as checkpoint
+from dl_jax.engine import checks, loop, task as engine_task, workdir as checkpoint, writers
 from dl_jax.tasks import image_classification as state_lib
 
 
@@ -90,7 +91,11 @@ def test_optimizer_and_schedule_checks():
 def test_workdir_ownership(tmp_path):
   config = {"experiment": "mnist_mlp", "learning_rate": 0.001, "max_steps": 0}
   run_dir = checkpoint.prepare_workdir(str(tmp_path / "run"), config)
+  assert not list(run_dir.iterdir())  # checked, not yet marked: the run may still be refused
+  (run_dir / (checkpoint.RUN_MARKER + ".tmp")).write_text("{")  # a marker cut off mid-write
+  checkpoint.mark(run_dir, config)
   assert json.loads((run_dir / checkpoint.RUN_MARKER).read_text()) == config
+  assert sorted(p.name for p in run_dir.iterdir()) == [checkpoint.RUN_MARKER]
   # The same run again, or with a resumable change, is accepted.
   checkpoint.prepare_workdir(str(run_dir), {**config, "max_steps": 10})
   with pytest.raises(CheckpointError, match="learning_rate=0.001, but this run has learning_rate=0.1"):
@@ -164,3 +169,56 @@ def test_weight_penalties_enter_the_gradient():
   np.testing.assert_allclose(plain.params["Dense_0"]["kernel"] - decayed.params["Dense_0"]["kernel"],
                              0.02 * w, atol=1e-6)
   np.testing.assert_array_equal(plain.params["Dense_0"]["bias"], decayed.params["Dense_0"]["bias"])
+
+
+def test_metrics_log_cut_off_mid_line_resumes_without_the_partial_record(tmp_path):
+  """A kill while a record was being appended leaves half a line: resuming drops it (and every
+  record after the resume step), as if the run had never stopped."""
+  records = [{"step": s, "split": "train", "loss": 1.0 / s} for s in (10, 20, 30)]
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 40, "spl')
+  assert writers.read_metrics(path) == records
+  writers.MetricWriter(tmp_path, resume_step=20).close()
+  assert writers.read_metrics(path) == records[:2]
+  path.write_text('{"step": 1, "spl\n' + json.dumps(records[0]) + "\n")  # not the last line
+  with pytest.raises(ValueError):
+    writers.read_metrics(path)
+
+
+class GrowingTask(engine_task.Task):
+  """A task whose parameters grow by `factor` a step while its loss and gradient norm stay
+  finite: with 1e30 the second update overflows float32. Its state also holds a +inf kept on
+  purpose (a best loss not yet set), as the N-body and node tasks do."""
+
+  def plan(self):
+    return engine_task.Plan(total_steps=4, steps_per_epoch=4, unit="examples", units_per_step=1)
+
+  def init(self, key):
+    return {"w": jnp.ones(3), "best_loss": jnp.float32(jnp.inf)}
+
+  def advance(self, state, step, stop):
+    finite = {"loss": jnp.float32(1.0), "grad_norm": jnp.float32(1.0)}
+    return {**state, "w": state["w"] * self.config.factor}, step + 1, {"train": finite}
+
+  def finish(self, state, step, out_dir):
+    return {}, {}, "done"
+
+
+@pytest.mark.parametrize("factor", [1e30, 10.0])
+def test_a_state_that_overflows_is_never_saved(factor, tmp_path, monkeypatch):
+  """The loss and gradient norm were finite, the update that followed overflowed: the run stops
+  before saving it and names the last good checkpoint (factor 10: the negative control, whose
+  +inf placeholder does not stop it)."""
+  monkeypatch.setitem(loop.TASKS, "growing", f"{__name__}:GrowingTask")
+  monkeypatch.setitem(loop.CHECKS, "task", checks.one_of(*loop.TASKS))
+  config = ml_collections.ConfigDict({
+      "experiment": "growing", "task": "growing", "seed": 0, "data_dir": "", "max_steps": 0,
+      "log_every_steps": 1, "checkpoint_every_steps": 1, "keep_checkpoints": 10,
+      "factor": factor})
+  if factor == 10.0:
+    assert loop.run(config, str(tmp_path))["steps"] == 4
+    return
+  with pytest.raises(NonFiniteError, match=r"non-finite parameters or optimizer state after step "
+                     r"2 .*the last good checkpoint \(step 1\)"):
+    loop.run(config, str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]

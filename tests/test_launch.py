@@ -136,10 +136,29 @@ def test_slurm_without_sbatch_says_so(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_slurm_workdir_that_cannot_be_written_is_one_error_line(tmp_path):
+  (tmp_path / "bin").mkdir()
+  (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho submitted\n")
+  (tmp_path / "bin" / "sbatch").chmod(0o755)
+  (tmp_path / "a_file").write_text("")
+  env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+  for workdir, ok in ((tmp_path / "a_file" / "w", False), (tmp_path / "w", True)):
+    out = subprocess.run([sys.executable, "-m", "experiments.launch", "slurm", "mnist_cnn",
+                          f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
+    if ok:  # the negative control: a writable workdir gets its script, and sbatch is called
+      assert out.returncode == 0 and out.stdout == "submitted\n", out.stderr
+      assert (workdir / launch.LAUNCH_SUBDIR / "job.sbatch").is_file()
+    else:
+      assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+      assert out.stderr.startswith(f"error: --workdir='{workdir}': ") and "cannot be written" \
+          in out.stderr
+
+
 def test_a_workdir_holding_only_the_launch_files_takes_its_first_run(tmp_path):
   (tmp_path / launch.LAUNCH_SUBDIR).mkdir()
   (tmp_path / launch.LAUNCH_SUBDIR / "job.sbatch").write_text("#!/bin/bash\n")
-  workdir.prepare_workdir(str(tmp_path), {"a": 1})
+  workdir.mark(workdir.prepare_workdir(str(tmp_path), {"a": 1}), {"a": 1})
   assert (tmp_path / workdir.RUN_MARKER).exists()
   other = tmp_path / "second"  # the negative control: any other file is refused
   other.mkdir()
@@ -151,9 +170,12 @@ def test_a_workdir_holding_only_the_launch_files_takes_its_first_run(tmp_path):
 
 # ---------------------------------------------------------------------------------- TPU and GKE
 
+SHARED = "/mnt/runs/cnn"  # the workdir of TPU and GKE launches: storage every host mounts
+
+
 def tpu_commands(*options: str) -> list[list[str]]:
   out = launcher("tpu", "mnist_cnn", "--tpu=pod-1", "--zone=us-central2-b", "--dry-run",
-                 *options, *FLAGS)
+                 f"--workdir={SHARED}", *options, *FLAGS)
   assert out.returncode == 0, out.stderr
   return [shlex.split(line) for line in out.stdout.splitlines()]
 
@@ -167,7 +189,7 @@ def test_tpu_commands_copy_set_up_and_run_on_every_worker():
     assert command[command.index("--project") + 1] == "my-proj"
   assert setup[-1].endswith("./launch.sh setup --accelerator=tpu")
   assert start[-1].startswith("cd ~/dl_jax && .venv/bin/python -m experiments.main")
-  assert experiment_args(start[-1]) == expected_args()
+  assert experiment_args(start[-1]) == expected_args(SHARED)
 
 
 @pytest.mark.skipif(not shutil.which("gcloud"), reason="gcloud is not installed here")
@@ -198,7 +220,7 @@ def test_the_project_archive_holds_the_code_and_not_the_environment(tmp_path):
     (("--device-type=h100-80gb-8", "--num-nodes=4"), "cuda12")])
 def test_gke_xpk_command(hardware, accelerator):
   out = launcher("gke", "mnist_cnn", "--cluster=c1", "--zone=us-east5-b", "--dry-run",
-                 *hardware, *FLAGS)
+                 f"--workdir={SHARED}", *hardware, *FLAGS)
   assert out.returncode == 0, out.stderr
   (command,) = [shlex.split(line) for line in out.stdout.splitlines()]
   assert command[:3] == ["xpk", "workload", "create"]
@@ -207,7 +229,7 @@ def test_gke_xpk_command(hardware, accelerator):
   assert command[command.index("--workload") + 1] == "dl-jax-mnist-cnn"
   run_line = command[command.index("--command") + 1]
   assert run_line.startswith(f"./launch.sh setup --accelerator={accelerator} && ")
-  assert experiment_args(run_line) == expected_args()
+  assert experiment_args(run_line) == expected_args(SHARED)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -222,6 +244,10 @@ def test_gke_xpk_command(hardware, accelerator):
     (("gke", "mnist_cnn", "--cluster=c"), "give exactly one of --tpu-type"),
     (("gke", "mnist_cnn", "--cluster=c", "--tpu-type=v4-8", "--device-type=h100-80gb-8"),
      "give exactly one of --tpu-type"),
+    # A workdir on each host's own disk: its checkpoints are lost when the job restarts.
+    (("tpu", "mnist_cnn", "--tpu=t", "--zone=z"), "--workdir is required for tpu: a relative"),
+    (("gke", "mnist_cnn", "--cluster=c", "--tpu-type=v4-8", "--workdir=runs/cnn"),
+     "--workdir='runs/cnn' is not accepted for gke: a relative workdir"),
 ])
 def test_bad_launch_values_are_one_error_line(args, message):
   out = launcher(*args, "--dry-run")

@@ -247,7 +247,8 @@ def test_readme_batch_launch_is_accepted(backend, args):
 
 @pytest.mark.parametrize("command, cause", [
     ("./launch.sh slurm mnist_cnn --nodes=0 --config.num_epochs=3", "--nodes"),
-    ("./launch.sh tpu mnist_cnn --tpu=t --zone=z --config.num_epoch=3", "'num_epoch'"),
+    ("./launch.sh tpu mnist_cnn --tpu=t --zone=z --workdir=/mnt/r --config.num_epoch=3",
+     "'num_epoch'"),
     ("./launch.sh gke mnist_cnm --cluster=c --tpu-type=v5 --zone=z", "'mnist_cnm'"),
     ("./launch.sh slurm mnist_cnn --node=2 [--account=A]", "unknown flags ['--node=2']"),
 ])

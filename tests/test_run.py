@@ -90,6 +90,15 @@ def test_foreign_and_mismatched_workdirs_are_refused(straight_run, tmp_path):
   assert {p: p.stat().st_mtime_ns for p in straight_run.rglob("*")} == before
 
 
+def test_a_finished_run_run_again_returns_its_results_and_changes_nothing(straight_run):
+  files = ("results.json", "metrics.jsonl", "run_config.json")
+  before = {name: (straight_run / name).read_bytes() for name in files}
+  result = run(experiment_cmd("mnist_mlp", straight_run, *RESUME_FLAGS))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "mnist_mlp finished already at step 1000" in result.stderr
+  assert {name: (straight_run / name).read_bytes() for name in files} == before
+
+
 def test_corrupted_checkpoint_is_refused_and_kept(tmp_path):
   flags = ("--config.max_steps=20", "--config.checkpoint_every_steps=10")
   assert run(experiment_cmd("mnist_mlp", tmp_path, *flags)).returncode == 0
@@ -126,6 +135,10 @@ def test_corrupted_cached_dataset_is_refused_and_kept(tmp_path):
     ("--config.batch_size=12.5", "config key 'batch_size' takes an int; got '12.5'"),
     ("--config.model_kwargs.hidden=abc", "config key 'model_kwargs.hidden' takes a tuple of ints"),
     ("--config.model_kwargs.depth=3", "unknown config key 'model_kwargs.depth'"),
+    ("--work_dir=runs/x", "Unknown command line flag 'work_dir'. Did you mean: workdir ?; "
+     "accepted: --config=<file>, "),
+    ("--multihost=maybe", "flag --multihost=maybe: ('Non-boolean argument to boolean flag'"),
+    ("stray", "unexpected argument 'stray'; accepted: --config=<file>, "),
 ])
 def test_bad_command_lines_give_one_error_line(tmp_path, flag, message):
   result = run(experiment_cmd("mnist_mlp", tmp_path / "run", flag))

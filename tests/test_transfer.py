@@ -202,6 +202,9 @@ def test_bad_values_are_one_error_line(tmp_path, run_experiment, flags, message)
   lines = done.stderr.strip().splitlines()
   assert lines[-1].startswith("error: ") and message in lines[-1], lines[-3:]
   assert "Traceback" not in done.stderr
+  # Refused while its data and model were set up: the workdir is left unmarked, free for the
+  # corrected command.
+  assert not (tmp_path / "w").exists() or not list((tmp_path / "w").iterdir())
 
 
 def test_transfer_study_quick(tmp_path):

@@ -42,9 +42,11 @@ def int_at_least(low: int) -> Check:
   return check
 
 
-def any_int(value) -> None:
-  if not _is_int(value):
-    raise ValueError("must be an integer")
+def seed(value) -> None:
+  """A seed as numpy and jax.random.key both take it: 0 <= seed < 2**32 (numpy refuses negative
+  seeds; jax would reduce larger ones modulo 2**32, so that seed 2**32 trained as seed 0)."""
+  if not (_is_int(value) and 0 <= value < 2 ** 32):
+    raise ValueError(f"must be an integer in [0, {2 ** 32 - 1}]")
 
 
 def number(low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,

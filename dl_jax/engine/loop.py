@@ -12,7 +12,6 @@ b // every > a // every (one rule for one-step and many-step chunks).
 
 import importlib
 import json
-import math
 import platform
 import signal
 import threading
@@ -20,6 +19,7 @@ import time
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -54,7 +54,7 @@ TASKS = {
 CHECKS = {
     "experiment": checks.string,
     "task": checks.one_of(*TASKS),
-    "seed": checks.any_int,
+    "seed": checks.seed,
     "data_dir": checks.string,
     "max_steps": checks.nonnegative_int("no cap"),
     "log_every_steps": checks.positive_int,
@@ -144,9 +144,9 @@ def _rows(value, n: int) -> np.ndarray:
 
 
 def prepare_workdir(workdir: str, config: dict):
-  """`workdir_lib.prepare_workdir` on process 0 first (it alone writes the marker), then, once it
-  accepted the workdir, on the others; its refusal stops every process instead of leaving them
-  waiting for it."""
+  """`workdir_lib.prepare_workdir` on process 0 first (it alone checks and marks the workdir),
+  then, once it accepted the workdir, on the others; its refusal stops every process instead of
+  leaving them waiting for it."""
   if jax.process_count() == 1:
     return workdir_lib.prepare_workdir(workdir, config)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -160,14 +160,49 @@ def prepare_workdir(workdir: str, config: dict):
     if refusal is not None:
       raise refusal
     raise CheckpointError(f"process 0 refused workdir {workdir!r} (its log says why)")
-  return path or workdir_lib.prepare_workdir(workdir, config, write_marker=False)
+  return path or workdir_lib.prepare_workdir(workdir, config, check_owner=False)
+
+
+def _finiteness_check(start_state):
+  """A jitted `state -> bool`: whether every floating-point array that is finite in
+  `start_state` (the initial or restored state) still is. Arrays a task starts at +-inf on
+  purpose (a best validation loss not yet set) are left out."""
+  floating = [i for i, x in enumerate(jax.tree.leaves(start_state))
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite_now = jax.device_get(jax.jit(lambda leaves: [jnp.all(jnp.isfinite(x)) for x in leaves])(
+      [jax.tree.leaves(start_state)[i] for i in floating]))
+  watched = [i for i, finite in zip(floating, finite_now) if finite]
+
+  @jax.jit
+  def still_finite(state) -> jax.Array:
+    leaves = jax.tree.leaves(state)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaves[i])) for i in watched]
+                             or [jnp.bool_(True)]))
+  return still_finite
+
+
+def _finished_results(run_dir, step: int, total: int) -> dict | None:
+  """The results of a run that already ended at `step` (the same command run again), or None.
+  Every process takes process 0's answer."""
+  results = None
+  if step >= total and jax.process_index() == 0:
+    try:
+      results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+      results = None  # missing, or cut off by a kill: the final evaluation runs again
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if not multihost_utils.broadcast_one_to_all(np.int32(results is not None)):
+      return None
+    return results or json.loads((run_dir / "results.json").read_text())
+  return results
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   """Trains `config.task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
   Returns the results (also `<workdir>/results.json`), or None when a SIGTERM stopped the run
-  after saving a checkpoint.
+  after saving a checkpoint. Run again after it ended, it returns the saved results.
   """
   # ------------------------------------------------------------------ config and workdir
   validate(config)
@@ -177,6 +212,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   task = task_class(config.task)(config, mesh)
   plan = task.plan()
   total = min(plan.total_steps, config.max_steps) if config.max_steps else plan.total_steps
+  if is_chief:  # the task is built: its data loaded, its config accepted
+    workdir_lib.mark(run_dir, config.to_dict())
 
   # ------------------------------------------------------------------ state: restore or init
   key = jax.random.key(config.seed, impl=config.get("rng_impl", "threefry2x32"))
@@ -195,6 +232,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     state, step = restored["state"], int(restored["step"])
     train_time = float(restored["train_time_s"])
     logging.info("resumed from %s at step %d", ckpt.directory / str(latest), step)
+    finished = _finished_results(run_dir, step, total)
+    if finished is not None:
+      ckpt.close()
+      logging.info("%s finished already at step %d: %s (delete it to evaluate again)",
+                   config.experiment, step, run_dir / "results.json")
+      return finished
   start_step = step
   logging.info("%s (task %s): %d steps (%s per epoch, %s %s per step) on %d device(s) (%s), "
                "workdir %s", config.experiment, config.task, total, f"{plan.steps_per_epoch:g}",
@@ -208,17 +251,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
   steady = {"units": 0.0, "seconds": 0.0}  # throughput without the window that compiled
   segment_start = time.perf_counter()
 
-  def save(at: int):
-    ckpt.save(at, {"state": state, "step": np.asarray(at, np.int64),
-                   "train_time_s": np.asarray(train_time + time.perf_counter() - segment_start)})
-
-  def guard(first: int, last: int, train: dict):
-    """Stops on the first non-finite loss or gradient norm, naming the step."""
-    loss, grad_norm = (_rows(train[k], last - first) for k in ("loss", "grad_norm"))
-    bad_rows = ~(np.isfinite(loss).all(1) & np.isfinite(grad_norm).all(1))
-    if not bad_rows.any():
-      return
-    i = int(np.argmax(bad_rows))
+  def stop_non_finite(what: str):
     ckpt.wait()
     good = ckpt.latest_step()
     kept = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
@@ -227,9 +260,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
             f"{config.checkpoint_every_steps})")
     hint = (f"; lower learning_rate={config.learning_rate} or change the optimizer"
             if "learning_rate" in config else "")
-    raise NonFiniteError(
-        f"non-finite loss or gradient norm at step {first + i + 1} (loss={loss[i].tolist()}, "
-        f"grad_norm={grad_norm[i].tolist()}); training stopped: {kept}{hint}")
+    raise NonFiniteError(f"{what}; training stopped: {kept}{hint}")
+
+  still_finite = _finiteness_check(state)
+
+  def save(at: int):
+    if not bool(still_finite(state)):  # an update can overflow from a finite loss and gradient
+      stop_non_finite(f"non-finite parameters or optimizer state after step {at} (its loss and "
+                      "gradient norm were finite)")
+    ckpt.save(at, {"state": state, "step": np.asarray(at, np.int64),
+                   "train_time_s": np.asarray(train_time + time.perf_counter() - segment_start)})
+
+  def guard(first: int, last: int, train: dict):
+    """Stops on the first non-finite loss or gradient norm, naming the step."""
+    loss, grad_norm = (_rows(train[k], last - first) for k in ("loss", "grad_norm"))
+    bad_rows = ~(np.isfinite(loss).all(1) & np.isfinite(grad_norm).all(1))
+    if bad_rows.any():
+      i = int(np.argmax(bad_rows))
+      stop_non_finite(f"non-finite loss or gradient norm at step {first + i + 1} (loss="
+                      f"{loss[i].tolist()}, grad_norm={grad_norm[i].tolist()})")
 
   def flush(at: int, log: bool):
     """Reads the pending logs back: guard, train record, other splits, progress line."""
@@ -308,7 +357,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
       "versions": versions(), "config": config.to_dict(),
   }
   if is_chief:
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    workdir_lib.write_atomic(run_dir / "results.json",
+                             json.dumps(results, indent=2, default=str))
     plots.learning_curves(writers.read_metrics(run_dir / "metrics.jsonl"),
                           run_dir / "learning_curves.png", f"{config.experiment}: {headline}")
   logging.info("%s  (%s)", headline, run_dir / "results.json")

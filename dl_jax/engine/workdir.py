@@ -23,9 +23,14 @@ RESUMABLE_CHANGES = frozenset({"log_every_steps", "checkpoint_every_steps",
                                "keep_checkpoints", "data_dir", "max_steps"})
 
 
-def prepare_workdir(workdir: str, config: dict, write_marker: bool = True) -> pathlib.Path:
-  """Creates `workdir` or checks that it holds a run of this very configuration (the marker is
-  written by process 0 only: `write_marker`)."""
+def write_atomic(path: pathlib.Path, text: str) -> None:
+  """Writes `path` whole or not at all (a kill mid-write leaves the old file or none)."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def _writable_dir(workdir: str) -> pathlib.Path:
   path = pathlib.Path(workdir).expanduser().resolve()
   try:
     path.mkdir(parents=True, exist_ok=True)
@@ -34,17 +39,27 @@ def prepare_workdir(workdir: str, config: dict, write_marker: bool = True) -> pa
   except OSError as e:
     raise CheckpointError(f"workdir {str(path)!r} is not writable ({e.strerror}); "
                           "choose a writable --workdir") from None
+  return path
+
+
+def prepare_workdir(workdir: str, config: dict, check_owner: bool = True) -> pathlib.Path:
+  """Creates `workdir` or checks that it holds a run of this very configuration. Nothing is
+  written to it: `mark` records the run once its task is built, so that a run refused while
+  loading its data leaves the workdir free for the corrected command. `check_owner=False` (the
+  processes other than 0, once process 0 accepted the workdir) checks only that it is writable."""
+  path = _writable_dir(workdir)
+  if not check_owner:
+    return path
   config = json.loads(json.dumps(config, default=str))  # as saved: tuples become lists
   marker = path / RUN_MARKER
-  entries = sorted(p.name for p in path.iterdir() if p.name != LAUNCH_SUBDIR)
+  ignored = {LAUNCH_SUBDIR, RUN_MARKER + ".tmp"}
+  entries = sorted(p.name for p in path.iterdir() if p.name not in ignored)
   if not marker.exists():
     if entries:
       raise CheckpointError(
           f"workdir {str(path)!r} is not empty and holds no dl_jax run ({RUN_MARKER} missing; "
           f"found {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); "
           "choose an empty or new --workdir, or the workdir of an earlier run of this experiment")
-    if write_marker:
-      marker.write_text(json.dumps(config, indent=2, sort_keys=True))
     return path
   try:
     saved = json.loads(marker.read_text())
@@ -58,9 +73,13 @@ def prepare_workdir(workdir: str, config: dict, write_marker: bool = True) -> pa
         f"workdir {str(path)!r} holds a run with {key}={saved.get(key)!r}, but this run has "
         f"{key}={config.get(key)!r}; resuming would mix two runs. Use a new --workdir, or the "
         f"saved value (only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
-  if write_marker:  # records resumable changes
-    marker.write_text(json.dumps(config, indent=2, sort_keys=True))
   return path
+
+
+def mark(path: pathlib.Path, config: dict) -> None:
+  """Records the run's configuration in its workdir (process 0), resumable changes included."""
+  write_atomic(path / RUN_MARKER, json.dumps(json.loads(json.dumps(config, default=str)),
+                                             indent=2, sort_keys=True))
 
 
 class Checkpointer:

@@ -19,10 +19,9 @@ class MetricWriter:
     if not enabled:
       return
     if self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)["step"] <= resume_step]
+      kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
       tmp = self.path.with_suffix(".tmp")
-      tmp.write_text("".join(line + "\n" for line in kept))
+      tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
       tmp.replace(self.path)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
@@ -42,7 +41,16 @@ class MetricWriter:
 
 
 def read_metrics(path: pathlib.Path) -> list[dict]:
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  """The records of a metrics.jsonl; a last line cut off by a kill mid-write is left out."""
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      if i < len(lines) - 1:
+        raise
+  return records
 
 
 class Progress:

@@ -105,7 +105,7 @@ class Denoising(Task):
       "noise_level": checks.number(0.0, 1.0, low_open=True),
       "clip_noise": checks.boolean,
       "val_size": checks.positive_int,
-      "split_seed": checks.any_int,
+      "split_seed": checks.seed,
       "train_subset": checks.nonnegative_int("all training examples"),
       "test_subset": checks.nonnegative_int("the whole test split"),
       "ecg_length": checks.int_at_least(MIN_ECG_LENGTH),

@@ -133,7 +133,7 @@ class GraphClassification(Task):
       "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
       "dataset": checks.one_of(*DATASETS),
       "folds": checks.int_at_least(2),
-      "fold_seed": checks.any_int,
+      "fold_seed": checks.seed,
       "batch_size": checks.positive_int,
       "num_epochs": checks.positive_int,
       "optimizer": checks.one_of(*optim.OPTIMIZERS),

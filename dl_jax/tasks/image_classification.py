@@ -293,7 +293,7 @@ class EpochTask(Task):
       "model": checks.string,
       "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
       "val_size": checks.nonnegative_int("no validation split"),
-      "split_seed": checks.any_int,
+      "split_seed": checks.seed,
       "train_subset": checks.nonnegative_int("all training images"),
       "test_subset": checks.nonnegative_int("the whole test set"),
       "batch_size": checks.positive_int,

@@ -117,7 +117,7 @@ class MetricLearning(Task):
       "kanji_characters": checks.int_at_least(10),
       "kanji_drawings": checks.int_at_least(2),
       "val_size": checks.nonnegative_int("no validation split"),
-      "split_seed": checks.any_int,
+      "split_seed": checks.seed,
       "loss": checks.one_of(*LOSSES),
       "mining": checks.one_of(*mining.STRATEGIES),
       "triplet_distance": checks.one_of(*mining.DISTANCES),

@@ -337,7 +337,7 @@ class NodeClassification(Task):
       "model": checks.one_of(*registry.names("node")),
       "model_kwargs": checks.hyper_parameters,  # names and types: the model registry
       "dataset": checks.one_of(*DATASETS),
-      "split_seed": checks.any_int,
+      "split_seed": checks.seed,
       "rng_impl": checks.one_of(*RNG_IMPLS),
       "seeds": checks.positive_int,
       "num_epochs": checks.positive_int,

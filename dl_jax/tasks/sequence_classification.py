@@ -67,7 +67,7 @@ class SequenceClassification(classification.EpochTask):
       **classification.EpochTask.CHECKS,
       "dataset": checks.one_of(*mnist.NAMES),
       "order": checks.one_of(*ORDERS),
-      "permutation_seed": checks.any_int,
+      "permutation_seed": checks.seed,
       "clip_norm": checks.nonnegative_number,
   }
 

@@ -55,7 +55,7 @@ class WordEmbeddings(Task):
       "row_scale": checks.one_of(*word2vec.ROW_SCALES),
       "context_size": checks.positive_int,
       "hidden": checks.positive_int,
-      "split_seed": checks.any_int,
+      "split_seed": checks.seed,
   }
 
   def __init__(self, config, mesh):
