@@ -9,7 +9,9 @@ class MetricWriter:
   """Appends `{"step": s, "split": name, ...}` records to metrics.jsonl and TensorBoard.
 
   On resume from step s, records after s (written after the last checkpoint) are dropped, so the
-  log reads as if the run had never stopped.
+  log reads as if the run had never stopped, but for one record: a SIGTERM between two logging
+  steps writes the train mean of the steps since the last record at its own step, and the next
+  record then averages the steps after it.
   """
 
   def __init__(self, workdir: pathlib.Path, resume_step: int, enabled: bool = True):
