@@ -377,6 +377,19 @@ def test_augment_shift_matches_the_zero_filled_shift():
   np.testing.assert_array_equal(y[None], groups.Shift(max_shift=2).act(jnp.array([2, -1]), x))
 
 
+def test_augment_integer_shifts_are_uniform_over_the_offsets():
+  """A random crop padded by 2: offsets -2..2 on each axis, each drawn 1/5 of the time (rounding
+  a uniform shift, the negative control, draws the outer ones half as often)."""
+  keys = jax.random.split(KEY, 20_000)
+  config = augment_lib.AugmentConfig(max_shift=2)
+  shifts = np.asarray(jax.vmap(lambda k: augment_lib.sample_transform(k, config)[1])(keys))
+  offsets, counts = np.unique(shifts, return_counts=True)
+  assert offsets.tolist() == [-2, -1, 0, 1, 2]
+  assert np.abs(counts / shifts.size - 0.2).max() < 0.01, counts / shifts.size
+  rounded = np.round(np.asarray(jax.random.uniform(KEY, (20_000, 2), minval=-2, maxval=2)))
+  assert np.abs(np.unique(rounded, return_counts=True)[1] / rounded.size - 0.2).max() > 0.05
+
+
 def test_augment_is_pure_and_keeps_shape_dtype_and_range():
   x = jax.random.uniform(KEY, (8, 28, 28, 1), minval=-1.0, maxval=1.0)
   config = augment_lib.AugmentConfig(max_shift=3, max_rotation=20, flip=True, max_shear=15,

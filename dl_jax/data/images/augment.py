@@ -32,7 +32,9 @@ class AugmentConfig:
 
   Attributes:
     max_shift: translation in pixels, uniform in [-max_shift, max_shift] per axis.
-    integer_shift: round the translation to whole pixels (no blur from interpolation).
+    integer_shift: a whole-pixel translation instead (no blur from interpolation), each of the
+      offsets -floor(max_shift) .. floor(max_shift) per axis equally likely: a random crop of
+      the image padded by max_shift.
     max_rotation: rotation in degrees, uniform in [-max_rotation, max_rotation].
     rot90: also rotate by a uniformly random multiple of 90 degrees.
     flip: mirror left-right with probability 1/2.
@@ -94,9 +96,11 @@ def sample_transform(key: jax.Array, config: AugmentConfig) -> tuple[jax.Array, 
   if config.flip:
     mirror = jnp.where(jax.random.bernoulli(k_flip), -1.0, 1.0)
     m = jnp.diag(jnp.array([1.0, mirror])) @ m
-  t = jax.random.uniform(k_shift, (2,), minval=-config.max_shift, maxval=config.max_shift)
-  if config.integer_shift:
-    t = jnp.round(t)
+  if config.integer_shift:  # each whole offset equally likely, as a random crop of the padded image
+    reach = math.floor(config.max_shift)
+    t = jax.random.randint(k_shift, (2,), -reach, reach + 1).astype(jnp.float32)
+  else:
+    t = jax.random.uniform(k_shift, (2,), minval=-config.max_shift, maxval=config.max_shift)
   return m, t
 
 
