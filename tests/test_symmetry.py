@@ -214,6 +214,61 @@ def test_a_small_perturbation_is_detected():
 # ---------------------------------------------------------------------------------------------
 # The checker itself.
 
+def test_finite_groups_check_every_element_other_than_the_identity():
+  """A map invariant under the half turn only: three random draws from C4 would all be the half
+  turn one time in 27; every non-identity element is checked, so it fails whatever the key."""
+  assert [int(g) for g in groups.Rotation90().sample_n(KEY, 1)] == [1, 2, 3]
+  assert [int(g) for g in groups.Rotation90Flip().sample_n(KEY, 3)] == list(range(1, 8))
+  x = jax.random.normal(KEY, (2, 6, 6, 1))
+  half_turn_invariant = lambda x: x + jnp.rot90(x, 2, (1, 2))
+  np.testing.assert_allclose(half_turn_invariant(groups.Rotation90().act(2, x)),
+                             half_turn_invariant(x), atol=1e-6)  # the negative control
+  for seed in range(3):
+    report = check_invariant(half_turn_invariant, x, groups.Rotation90(),
+                             jax.random.PRNGKey(seed), atol=1e-5, rtol=1e-5, n_samples=1,
+                             raise_on_failure=False)
+    assert not report.passed
+    assert [s.within_tolerance for s in report.samples] == [False, True, False]
+
+
+def test_shifts_never_draw_the_identity():
+  """Zero shift would test nothing: it is never drawn, and every other shift is, about equally
+  often; with a phase every shift moves the input, so k = 0 is drawn too."""
+  shift = groups.CircularShift(max_shift=1)
+  keys = jax.random.split(KEY, 4000)
+  draws = np.asarray(jax.vmap(shift.sample)(keys))
+  offsets, counts = np.unique(draws, axis=0, return_counts=True)
+  assert [0, 0] not in offsets.tolist() and len(offsets) == 8
+  assert counts.min() > 0.8 * 4000 / 8, counts
+  phased = np.asarray(jax.vmap(groups.CircularShift(max_shift=2, stride=2, phase=1).sample)(keys))
+  assert [0, 0] in phased.tolist()
+
+
+def test_point_cloud_keys_without_a_role_are_refused():
+  """An unknown key taken for a scalar would never be rotated: a model mixing its components
+  would pass. Known names get their role; others are refused, naming the accepted keys."""
+  assert [euclidean.role_of(k) for k in ("pos", "normals", "masses")] == [
+      "point", "vector", "scalar"]
+  action = euclidean.EuclideanAction(4)
+  cloud = {"positions": jnp.ones((1, 4, 3)), "spins": jnp.ones((1, 4, 3))}
+  with pytest.raises(ValueError, match="point cloud key 'spins' has no role; accepted keys: "
+                     "points positions"):
+    action.act(action.sample(KEY), cloud)
+
+
+def test_a_check_that_cannot_compare_is_not_a_symmetry_failure():
+  """A non-finite output or outputs of another shape raise ValueError, not the AssertionError
+  of a failed check: a model expected to fail (strict xfail on AssertionError) must fail by its
+  errors."""
+  x = jax.random.normal(KEY, (2, 6, 6, 1))
+  with pytest.raises(ValueError, match="g.f\\(x\\) is not finite"):
+    check_invariant(lambda x: x / 0.0, x, groups.Rotation90(), KEY, atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="differ in structure or shape"):
+    check_equivariant(lambda x: x[:, :, :3], x, groups.Rotation90(), KEY, atol=1e-5, rtol=1e-5)
+  with pytest.raises(AssertionError):  # the negative control: a real failure
+    check_invariant(lambda x: x, x, groups.Rotation90(), KEY, atol=1e-5, rtol=1e-5)
+
+
 def test_checker_report_and_arguments():
   x = jax.random.normal(KEY, (2, 8, 8, 3))
   report = check_equivariant(nn.relu, x, groups.CircularShift(), KEY, atol=0.0, rtol=0.0,

@@ -122,7 +122,12 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
     y = f(x)
     lhs = f(action.act(g, x))
     rhs = action.act_output(g, y) if kind == "equivariant" else y
-    chex.assert_trees_all_equal_shapes(lhs, rhs)
+    if jax.tree.structure(lhs) != jax.tree.structure(rhs) or any(
+        a.shape != b.shape for a, b in zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs))):
+      # Not an AssertionError: a check expected to fail must fail by its errors, not this.
+      raise ValueError(f"f(g.x) and g.f(x) differ in structure or shape "
+                       f"({jax.tree.map(jnp.shape, lhs)} against {jax.tree.map(jnp.shape, rhs)}):"
+                       " the action does not fit the model's output")
     return (_as_float(_crop(lhs, action.out_spatial_axes, total_crop)),
             _as_float(_crop(rhs, action.out_spatial_axes, total_crop)))
 
@@ -132,7 +137,9 @@ def _check(kind: str, f: Callable, x: PyTree, action: GroupAction, key: jax.Arra
     lhs, rhs = compared_fn(g, x)
     dtypes |= {str(leaf.dtype) for leaf in jax.tree.leaves(lhs)}
     lhs, rhs = jax.device_get((lhs, rhs))
-    chex.assert_tree_all_finite(rhs)
+    if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(rhs)):
+      raise ValueError("g.f(x) is not finite: the model's output on x is not, so there is "
+                       "nothing to compare")
     errors = np.concatenate([np.abs(a - b).ravel() for a, b in
                              zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs))])
     scale = max([scale] + [float(np.abs(leaf).max(initial=0.0)) for leaf in jax.tree.leaves(rhs)])

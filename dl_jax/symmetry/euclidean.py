@@ -9,10 +9,10 @@ det -1), a translation t and a permutation P of the points. On a point cloud it 
 - scalars (charges, masses, features): s_i -> s_{P(i)}.
 
 Layouts: a point cloud is an array [batch, n, dim] of points, or a dict of node arrays
-[batch, n, ...] whose keys name their roles (`POINT_KEYS`, `VECTOR_KEYS`; any other key is a
-scalar). A map's output is one array whose role `EuclideanAction.output` states ("point",
-"vector" or "scalar", per point [batch, n, ...]); an invariant output (an energy) is compared
-unchanged by `check_invariant`.
+[batch, n, ...] whose keys name their roles (`POINT_KEYS`, `VECTOR_KEYS`, `SCALAR_KEYS`; any
+other key is refused). A map's output is one array whose role `EuclideanAction.output` states
+("point", "vector" or "scalar", per point [batch, n, ...]); an invariant output (an energy) is
+compared unchanged by `check_invariant`.
 
 Elements are dicts of arrays ({"rotation", "translation", "permutation"}), drawn from explicit
 keys, so that `act` runs under `jax.jit` with the element traced. Rotations are Haar-uniform on
@@ -28,8 +28,11 @@ import numpy as np
 
 from dl_jax.symmetry.groups import Element, GroupAction
 
-POINT_KEYS = ("positions", "points", "coordinates")
-VECTOR_KEYS = ("velocities", "forces", "vectors", "displacements")
+POINT_KEYS = ("positions", "points", "coordinates", "pos")
+VECTOR_KEYS = ("velocities", "velocity", "forces", "vectors", "displacements", "momenta",
+               "accelerations", "normals")
+SCALAR_KEYS = ("charges", "masses", "features", "node_features", "scalars", "atom_types",
+               "species")
 ROLES = ("point", "vector", "scalar")
 
 
@@ -50,9 +53,15 @@ def random_reflection(key: jax.Array, dim: int = 3, dtype=jnp.float32) -> jax.Ar
 
 
 def role_of(key: str) -> str:
-  if key in POINT_KEYS:
-    return "point"
-  return "vector" if key in VECTOR_KEYS else "scalar"
+  """The role of a point cloud's entry, by its key; an unknown key is refused rather than taken
+  for a scalar (a vector under another name would then never be rotated, and a model that
+  mixes its components would pass)."""
+  for role, keys in (("point", POINT_KEYS), ("vector", VECTOR_KEYS), ("scalar", SCALAR_KEYS)):
+    if key in keys:
+      return role
+  raise ValueError(f"point cloud key {key!r} has no role; accepted keys: points "
+                   f"{', '.join(POINT_KEYS)}; vectors {', '.join(VECTOR_KEYS)}; scalars "
+                   f"{', '.join(SCALAR_KEYS)} (rename the entry in the input you give the check)")
 
 
 def transform(g: Element, y: jax.Array, role: str, node_axis: int = 1) -> jax.Array:

@@ -84,6 +84,16 @@ class GroupAction(abc.ABC):
     return str(jax.device_get(g).tolist())
 
 
+class FiniteGroupAction(GroupAction):
+  """A finite group whose element 0 is the identity: every check runs each other element once,
+  whatever the number of samples asked for (random draws could repeat one, or stay in a
+  subgroup: three draws from C4 are all the 180-degree rotation one time in 27)."""
+
+  def sample_n(self, key: Array, n: int) -> list[Element]:
+    del key, n
+    return [jnp.asarray(e, jnp.int32) for e in self.elements()[1:]]
+
+
 # ---------------------------------------------------------------------------------------------
 # Translations of the grid (section 4.2, figures 4.5-4.6).
 
@@ -121,8 +131,14 @@ class CircularShift(GroupAction):
       raise ValueError(f"need stride >= 1, 0 <= phase < stride, max_shift >= stride; got {self}")
 
   def sample(self, key: Array) -> Element:
-    m = self.max_shift // self.stride
-    return jax.random.randint(key, (len(self.axes),), -m, m + 1)
+    """k uniform over the shifts other than 0 (which would test nothing) when phase is 0."""
+    m, d = self.max_shift // self.stride, len(self.axes)
+    if self.phase:
+      return jax.random.randint(key, (d,), -m, m + 1)
+    side = 2 * m + 1
+    index = jax.random.randint(key, (), 0, side ** d - 1)
+    index = index + (index >= (side ** d - 1) // 2)  # skip the center: k = 0 on every axis
+    return jnp.stack([(index // side ** i) % side for i in range(d)]) - m
 
   def act(self, g: Element, x: Array) -> Array:
     return jnp.roll(x, self.stride * g + self.phase, self.axes)
@@ -170,12 +186,12 @@ def rot90(x: Array, k: int, axes: tuple[int, int] = (1, 2), group_axis: int | No
 
 
 @dataclasses.dataclass(frozen=True)
-class Rotation90(GroupAction):
+class Rotation90(FiniteGroupAction):
   """The rotation group C4 of the square acting on images (and p4 feature maps).
 
   Element k in {0, 1, 2, 3}: rotation by k * 90 degrees about the image center (`jnp.rot90`,
   which maps the pixel grid onto itself). `sample` draws k from {1, 2, 3}: the identity would
-  test nothing. On a p4 feature map f(x, r) (Cohen & Welling 2016)
+  test nothing; a check runs all three. On a p4 feature map f(x, r) (Cohen & Welling 2016)
   the rotation also shifts the rotation axis cyclically: (g f)(x, r) = f(g^-1 x, r - k).
   `group_axis` is that axis on the input (None: a plain image), `out_group_axis` on the output.
   """
@@ -205,11 +221,12 @@ class Rotation90(GroupAction):
 
 
 @dataclasses.dataclass(frozen=True)
-class Rotation90Flip(GroupAction):
+class Rotation90Flip(FiniteGroupAction):
   """The dihedral group D4 of the square (p4m without translations), on images.
 
   Element e in {0..7}: k = e // 2 rotations by 90 degrees after m = e % 2 mirror images
-  (left-right, along the second spatial axis). `sample` draws e from {1..7} (not the identity).
+  (left-right, along the second spatial axis). `sample` draws e from {1..7} (not the identity);
+  a check runs all seven.
   """
   spatial_axes: tuple[int, int] = (1, 2)
   out_spatial_axes: tuple[int, ...] = (1, 2)
