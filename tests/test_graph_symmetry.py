@@ -24,7 +24,7 @@ from dl_jax.graph import graphs as G
 from dl_jax.graph import layers as L
 from dl_jax.graph import message_passing as mp
 from dl_jax.models import registry
-from dl_jax.symmetry import groups
+from dl_jax.symmetry import breaking, groups
 from dl_jax.symmetry import vocabulary as sym
 from dl_jax.symmetry.check import check_equivariant, check_invariant
 
@@ -254,3 +254,21 @@ def test_edge_permutation_keeps_the_graph():
   np.testing.assert_array_equal(action.act(perm, graph.nodes), graph.nodes)  # nodes untouched
   with pytest.raises(ValueError, match="must sum to num_edges=5"):
     groups.EdgePermutation(5, segments=(2, 2))
+
+
+def test_edge_reordering_has_a_broken_variant_that_fails():
+  """The automatic broken variant of an edge reordering perturbs each stored edge's features,
+  so the order-blind sum of weighted messages fails it; without edge features nothing can be
+  perturbed and the broken variant passes (reported vacuous)."""
+  graph = make_batch("weights")
+  layer = lambda g: jax.ops.segment_sum(g.edges[:, None] * g.nodes[g.senders], g.receivers,
+                                        int(np.sum(g.n_node)))
+  action = edge_permutation(graph)
+  check_equivariant(layer, graph, action, KEY, atol=1e-5, rtol=1e-5)
+  broken = breaking.breaker_for(action, graph)
+  assert broken.description.startswith("per-edge embedding")
+  report = check_equivariant(broken.broken(layer), graph, action, KEY, atol=1e-5, rtol=1e-5,
+                             raise_on_failure=False)
+  assert not report.passed and report.max_abs_error > 1e-3
+  plain = make_batch()
+  assert breaking.breaker_for(edge_permutation(plain), plain).description.startswith("none")

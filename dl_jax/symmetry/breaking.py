@@ -124,16 +124,37 @@ def euclidean_breaker(x: PyTree, seed: int = 0, eps: float = EPS, node_axis: int
   return Breaker(f"coordinate mixing x A + x**2 + per-point term (eps={eps:g})", perturb)
 
 
+def edge_breaker(x: PyTree, seed: int = 0, eps: float = EPS, edge_axis: int = 1) -> Breaker:
+  """e + eps (M1 + M2 * e) per edge on the float edge features (a jraph.GraphsTuple's `edges`,
+  a graph dict's "edges" along `edge_axis`): the features then depend on where each edge is
+  stored, which a reordering of the edges exposes. Without float edge features nothing can be
+  perturbed, and the check is reported vacuous."""
+  rng = np.random.default_rng(seed)
+  if isinstance(x, jraph.GraphsTuple) and x.edges is not None:
+    edge_map = _float_leaves_map(x.edges, lambda leaf: _positional(leaf, 0, rng, eps))
+    return Breaker(f"per-edge embedding on the edges (eps={eps:g})",
+                   lambda y: y._replace(edges=edge_map(y.edges)))
+  if isinstance(x, dict) and "edges" in x:
+    edge_map = _float_leaves_map(x["edges"],
+                                 lambda leaf: _positional(leaf, edge_axis, rng, eps))
+    return Breaker(f"per-edge embedding on edges (eps={eps:g})",
+                   lambda y: {**y, "edges": edge_map(y["edges"])})
+  return Breaker("none: no edge features to perturb", lambda y: y)
+
+
 def breaker_for(action: groups.GroupAction, x: PyTree, seed: int = 0, eps: float = EPS
                 ) -> Breaker:
   """The automatic broken variant's input perturbation for `action` on input `x`.
 
   Grid and permutation actions get `position_breaker` (per node along the permutation's axis),
-  `euclidean.EuclideanAction` gets `euclidean_breaker`; any other action (a user's own) gets
-  `position_breaker` over the non-batch axes, which breaks any action that moves entries.
+  edge reorderings `edge_breaker`, `euclidean.EuclideanAction` gets `euclidean_breaker`; any
+  other action (a user's own) gets `position_breaker` over the non-batch axes (on a graph: its
+  nodes), which breaks actions that move those entries.
   """
   if isinstance(action, euclidean.EuclideanAction):
     return euclidean_breaker(x, seed, eps, action.node_axis, action.dim)
   if isinstance(action, groups.Permutation):
     return position_breaker(x, seed, eps, node_axis=action.axis, label="per-node")
+  if isinstance(action, groups.EdgePermutation):
+    return edge_breaker(x, seed, eps, edge_axis=action.axis)
   return position_breaker(x, seed, eps)
