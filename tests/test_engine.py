@@ -215,8 +215,9 @@ def test_a_state_that_overflows_is_never_saved(factor, tmp_path, monkeypatch):
       "experiment": "growing", "task": "growing", "seed": 0, "data_dir": "", "max_steps": 0,
       "log_every_steps": 1, "checkpoint_every_steps": 1, "keep_checkpoints": 10,
       "factor": factor})
-  if factor == 10.0:
+  if factor == 10.0:  # every state is saved, the one holding the +inf placeholder included
     assert loop.run(config, str(tmp_path))["steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2", "3", "4"]
     return
   with pytest.raises(NonFiniteError, match=r"non-finite parameters or optimizer state after step "
                      r"2 .*the last good checkpoint \(step 1\)"):
