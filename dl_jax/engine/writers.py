@@ -22,9 +22,8 @@ class MetricWriter:
       return
     if self.path.exists():
       kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-      tmp = self.path.with_suffix(".tmp")
-      tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-      tmp.replace(self.path)
+      from dl_jax.engine import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+      workdir_lib.write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
