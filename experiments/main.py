@@ -90,7 +90,7 @@ def main(argv, config_path=None, config_overrides=()):
       engine.run(config, workdir)
       return
     checkpoints = str(pathlib.Path(workdir) / "checkpoints")
-    with cluster.PeerWatch(checkpoints) as watch:
+    with cluster.collective_errors_in_one_line(), cluster.PeerWatch(checkpoints) as watch:
       try:
         engine.run(config, workdir)
       except Exception as e:  # pylint: disable=broad-except  (re-raised unless a process died)

@@ -142,16 +142,16 @@ def test_slurm_workdir_that_cannot_be_written_is_one_error_line(tmp_path):
   (tmp_path / "bin" / "sbatch").chmod(0o755)
   (tmp_path / "a_file").write_text("")
   env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
-  for workdir, ok in ((tmp_path / "a_file" / "w", False), (tmp_path / "w", True)):
+  for run_dir, ok in ((tmp_path / "a_file" / "w", False), (tmp_path / "w", True)):
     out = subprocess.run([sys.executable, "-m", "experiments.launch", "slurm", "mnist_cnn",
-                          f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True,
+                          f"--workdir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
                          env=env)
     if ok:  # the negative control: a writable workdir gets its script, and sbatch is called
       assert out.returncode == 0 and out.stdout == "submitted\n", out.stderr
-      assert (workdir / launch.LAUNCH_SUBDIR / "job.sbatch").is_file()
+      assert (run_dir / launch.LAUNCH_SUBDIR / "job.sbatch").is_file()
     else:
       assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-      assert out.stderr.startswith(f"error: --workdir='{workdir}': ") and "cannot be written" \
+      assert out.stderr.startswith(f"error: --workdir='{run_dir}': ") and "cannot be written" \
           in out.stderr
 
 
@@ -327,6 +327,23 @@ def test_a_collective_failure_is_told_apart_from_other_errors(error, silent, exp
     assert expected in message and message.endswith(
         "the checkpoints in runs/x/checkpoints are intact: run the job again to resume from the "
         "last one"), message
+
+
+@pytest.mark.parametrize("error, traceback_kept", [
+    (jax.errors.JaxRuntimeError("UNAVAILABLE: recvmsg:Connection reset by peer"), False),
+    (ValueError("a shape mismatch"), True),  # not a collective's: logged with its traceback
+])
+def test_a_logged_collective_failure_is_one_line(error, traceback_kept, caplog):
+  """orbax's checkpoint threads log a barrier whose peer died with `logging.exception`."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  with cluster.collective_errors_in_one_line():
+    try:
+      raise error
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("_SignalingThread.run() raised an exception: %s", e)
+  logged = caplog.text
+  assert str(error) in logged
+  assert ("Traceback" in logged) == traceback_kept, logged
 
 
 class FakeCoordinationService:

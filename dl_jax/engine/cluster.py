@@ -14,7 +14,9 @@ and `JAX_PROCESS_ID` (for instance inside SLURM when node names do not resolve).
     coordinator given as JAX_NUM_PROCESSES and JAX_COORDINATOR_ADDRESS.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -180,6 +182,30 @@ def collective_failure(error: Exception, checkpoints: str) -> str | None:
   reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
   return _failure_line(f"a collective between processes failed ({reason})",
                        unresponsive_processes(), checkpoints)
+
+
+class _CollectiveErrorsInOneLine(logging.Filter):
+  """Drops the traceback of a logged exception that is a collective's failure: orbax's checkpoint
+  threads log the error of a barrier whose peer died with `logging.exception`, and the run's own
+  error line (or, where the coordinator died, jax's abort) says what happened."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[1] is not None and is_collective_error(
+        record.exc_info[1]):
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+@contextlib.contextmanager
+def collective_errors_in_one_line():
+  """While open, log records of collectives that failed carry no traceback (absl's logger, which
+  orbax logs to)."""
+  logger, one_line = logging.getLogger("absl"), _CollectiveErrorsInOneLine()
+  logger.addFilter(one_line)
+  try:
+    yield
+  finally:
+    logger.removeFilter(one_line)
 
 
 _REPORTED = threading.Lock()
